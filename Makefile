@@ -1,0 +1,41 @@
+# Two commands a newcomer needs on a fresh machine (Python 3.11, Node 20, package registries):
+#   make demo   set everything up and run licshift's main job on a simulated tenant
+#   make test   set everything up, then ruff, mypy and pytest (Azurite is started by the tests)
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint typecheck unit bench clean
+
+setup: $(STAMP) node_modules/.bin/azurite
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+node_modules/.bin/azurite: package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch node_modules/.bin/azurite
+
+lint: setup
+	$(BIN)/ruff check src tests bench function_app.py
+	$(BIN)/ruff format --check src tests bench function_app.py
+
+typecheck: setup
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/pytest
+
+demo: setup
+	$(BIN)/licshift demo
+
+bench: setup
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis
