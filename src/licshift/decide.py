@@ -89,6 +89,7 @@ def decide(
     """
     if not selected:
         return Skip(SkipReason.NOT_SELECTED)
+    wave_group = wave_group.lower()  # ids from Graph are normalised; a caller's must not block everyone
     states = tuple(s for s in license_states if s.sku_id == sku.sku_id)
     direct = direct_assignment(states, sku.sku_id)
     if direct is None:
@@ -103,11 +104,13 @@ def decide(
         detail = "inherited from " + ", ".join(others) if others else "not inherited from any group"
         return Block(BlockReason.NOT_INHERITED_FROM_GROUP, detail)
     if not any(s.is_healthy for s in from_wave_group):
-        # Report the most telling problem: an error code beats a bare state.
-        with_error = [s for s in from_wave_group if s.error is not None]
-        if with_error:
-            return Block(BlockReason.INHERITED_ERROR, str(with_error[0].error))
-        return Block(BlockReason.INHERITED_NOT_ACTIVE, from_wave_group[0].state or "unknown")
+        # Report the most telling problem: an error code beats a bare state. Sorted and joined, so the
+        # detail never depends on the order Graph listed the entries in.
+        errors = sorted({s.error for s in from_wave_group if s.error is not None})
+        if errors:
+            return Block(BlockReason.INHERITED_ERROR, ", ".join(errors))
+        not_active = sorted({s.state or "unknown" for s in from_wave_group})
+        return Block(BlockReason.INHERITED_NOT_ACTIVE, ", ".join(not_active))
 
     healthy = [s for s in inherited if s.is_healthy]
     still_disabled = frozenset.intersection(*(s.disabled_plans for s in healthy))
@@ -115,7 +118,8 @@ def decide(
     if lost:
         plans = sku.describe(lost)
         return Block(BlockReason.PLANS_WOULD_BE_LOST, ", ".join(p.name or p.plan_id for p in plans), plans)
-    if policy is Policy.IDENTICAL:
+    # `==`, not `is`: a policy read back from storage as a plain string must not weaken to no-loss.
+    if policy == Policy.IDENTICAL:
         # Compare within the SKU's plans: a stale id outside the SKU enables nothing either way.
         extra = (direct.disabled_plans - still_disabled) & sku.plan_ids
         if extra:

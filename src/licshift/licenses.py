@@ -16,7 +16,8 @@ ACTIVE = "Active"
 # The values Graph documents for licenseAssignmentState.state; anything else is treated as not Active.
 ASSIGNMENT_STATES = frozenset({"Active", "ActiveWithError", "Disabled", "Error"})
 
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+# Matched with fullmatch: `$` would also accept a trailing newline, which must never reach a URL (S7).
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 class InvalidId(ValueError):
@@ -24,7 +25,7 @@ class InvalidId(ValueError):
 
 
 def is_guid(value: object) -> bool:
-    return isinstance(value, str) and bool(_GUID.match(value))
+    return isinstance(value, str) and bool(_GUID.fullmatch(value))
 
 
 def guid(value: object, what: str = "id") -> str:

@@ -144,16 +144,22 @@ def _text(env: Mapping[str, str], name: str, default: str) -> str:
     return value or default
 
 
+def _shown(value: float) -> str:
+    """1000000 rather than 1e+06 in messages an admin reads."""
+    return str(int(value)) if value == int(value) else f"{value:g}"
+
+
 def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
+    bounds = f"set it to a value from {_shown(low)} to {_shown(high)}"
     try:
         value = float(raw)
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number; set it to a value from {low:g} to {high:g}") from None
+        raise SettingsError(f"{name}={raw!r} is not a number; {bounds}") from None
     if not low <= value <= high:
-        raise SettingsError(f"{name}={raw!r} is out of range; set it to a value from {low:g} to {high:g}")
+        raise SettingsError(f"{name}={raw!r} is out of range; {bounds}")
     return value
 
 
@@ -175,8 +181,18 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
 
 def _graph_endpoint(env: Mapping[str, str]) -> str:
     endpoint = _text(env, "LICSHIFT_GRAPH_ENDPOINT", DEFAULT_GRAPH_ENDPOINT).rstrip("/")
-    parsed = urlparse(endpoint)
-    loopback = (parsed.hostname or "") in {"localhost", "127.0.0.1", "::1"}
+    not_a_url = SettingsError(
+        f"LICSHIFT_GRAPH_ENDPOINT={endpoint!r} is not a URL with a host; "
+        f"set it to a URL like {DEFAULT_GRAPH_ENDPOINT} (or http://127.0.0.1:PORT/v1.0 for a local stand-in)"
+    )
+    try:
+        parsed = urlparse(endpoint)
+        host = parsed.hostname or ""
+    except ValueError:  # e.g. an unclosed "[" of an IPv6 address
+        raise not_a_url from None
+    if not host:
+        raise not_a_url
+    loopback = host in {"localhost", "127.0.0.1", "::1"}
     if parsed.scheme != "https" and not (parsed.scheme == "http" and loopback):
         raise SettingsError(
             f"LICSHIFT_GRAPH_ENDPOINT={endpoint!r}: use https (plain http only for localhost/127.0.0.1)"

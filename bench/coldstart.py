@@ -1,0 +1,241 @@
+"""Cold start of licshift's Graph path, measured in fresh Python processes (median of N runs each).
+
+  .venv/bin/python bench/coldstart.py [--runs 5] [--out bench/results/coldstart.json]
+
+What each case measures (wall = seconds, RSS = the child's peak resident set, VmHWM; Linux only):
+- interpreter:      `python -c pass`, the floor every other case pays.
+- import_graph:     `import licshift.graph` (msgraph is imported lazily, on adapter creation).
+- import_sdk_eagerly: the same plus what `GraphAdapter.create/from_settings` import (msgraph client,
+                     msgraph_core, httpx, azure.identity.aio): what a module-level import would cost.
+- import_app:       every module of the app that exists (src/licshift/**, function_app.py).
+- first_call_native: process start → first user_licenses() answered by the tenant simulator, through
+                     GraphAdapter (msgraph-sdk request builders + native response handler).
+- first_call_typed:  the same GET through msgraph's typed models
+                     (`client.users.by_user_id(id).get()` with the same $select, no native handler).
+"Since spawn" is measured from just before the parent starts the child to the moment the child has
+its answer, so it includes interpreter start-up; `in_process_s` is the same span measured inside the
+child from its first line. The simulator runs in the parent, in its own thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+
+_PRELUDE = """
+import json, sys, time
+_T0 = time.perf_counter()
+_SPAWNED = float(sys.argv[1])
+def _peak_rss_mb():
+    # VmHWM belongs to this process image; ru_maxrss would carry the parent's peak across fork+exec.
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+def _report(**extra):
+    out = {
+        "since_spawn_s": time.time() - _SPAWNED,
+        "in_process_s": time.perf_counter() - _T0,
+        "peak_rss_mb": _peak_rss_mb(),
+        "modules": len(sys.modules),
+    }
+    out.update(extra)
+    print(json.dumps(out))
+"""
+
+CASES: dict[str, str] = {
+    "interpreter": """
+_report()
+""",
+    "import_graph": """
+t = time.perf_counter()
+import licshift.graph
+_report(import_s=time.perf_counter() - t)
+""",
+    "import_sdk_eagerly": """
+t = time.perf_counter()
+import licshift.graph
+import httpx, msgraph.graph_service_client, msgraph.graph_request_adapter, msgraph_core, azure.identity.aio
+_report(import_s=time.perf_counter() - t)
+""",
+    "import_app": """
+import importlib
+names = json.loads(sys.argv[2])
+t = time.perf_counter()
+failed = {}
+for name in names:
+    try:
+        importlib.import_module(name)
+    except Exception as exc:
+        failed[name] = f"{type(exc).__name__}: {exc}"[:200]
+_report(import_s=time.perf_counter() - t, imported=len(names) - len(failed), failed=failed)
+""",
+    "first_call_native": """
+import asyncio
+from licshift.graph import GraphAdapter
+base_url, user_id = sys.argv[2], sys.argv[3]
+async def main():
+    async with GraphAdapter.create(base_url, credential=None) as graph:
+        user = await graph.user_licenses(user_id)
+        assert user.user_id == user_id, user
+        return len(user.states)
+states = asyncio.run(main())
+_report(states=states)
+""",
+    "first_call_typed": """
+import asyncio
+from kiota_abstractions.authentication import AnonymousAuthenticationProvider
+from kiota_abstractions.base_request_configuration import RequestConfiguration
+from msgraph.graph_request_adapter import GraphRequestAdapter
+from msgraph.graph_service_client import GraphServiceClient
+base_url, user_id = sys.argv[2], sys.argv[3]
+async def main():
+    adapter = GraphRequestAdapter(AnonymousAuthenticationProvider())
+    adapter.base_url = base_url
+    client = GraphServiceClient(request_adapter=adapter)
+    builder = client.users.by_user_id(user_id)
+    query = builder.UserItemRequestBuilderGetQueryParameters(
+        select=["id", "userPrincipalName", "licenseAssignmentStates"]
+    )
+    user = await builder.get(RequestConfiguration(query_parameters=query))
+    await adapter._http_client.aclose()
+    assert user is not None and user.id == user_id, user
+    return len(user.license_assignment_states or [])
+states = asyncio.run(main())
+_report(states=states)
+""",
+}
+
+
+def app_modules() -> list[str]:
+    """Every module of the app that exists right now (others are being written in parallel)."""
+    names = []
+    for path in sorted((SRC / "licshift").rglob("*.py")):
+        parts = path.relative_to(SRC).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        names.append(".".join(parts))
+    if (ROOT / "function_app.py").exists():
+        names.append("function_app")
+    return names
+
+
+def run_child(case: str, *args: str) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(ROOT)])}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    code = _PRELUDE + CASES[case]
+    spawned = time.time()
+    done = subprocess.run(
+        [sys.executable, "-c", code, repr(spawned), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{case} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"runs": len(runs)}
+    for key in runs[0]:
+        values = [r[key] for r in runs]
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            out[f"{key}_median"] = round(statistics.median(values), 4)
+            out[f"{key}_all"] = [round(v, 4) for v in values]
+        else:
+            out[key] = values[-1]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "coldstart.json")
+    options = parser.parse_args(argv)
+
+    sys.path[:0] = [str(SRC)]
+    load_before = os.getloadavg()
+    from graphsim import SimulatorThread, load_scenario
+
+    scenario = load_scenario("seed-example", users=50, seed=1)
+    modules = app_modules()
+    results: dict[str, Any] = {}
+    with SimulatorThread(scenario, throttling=False) as sim:
+        user_id = sim.call(lambda tenant: next(iter(tenant.users)))
+        # One untimed call warms the simulator (its first request pays aiohttp's own set-up).
+        run_child("first_call_native", sim.base_url, user_id)
+        plan: dict[str, tuple[str, ...]] = {
+            "interpreter": (),
+            "import_graph": (),
+            "import_sdk_eagerly": (),
+            "import_app": (json.dumps(modules),),
+            "first_call_native": (sim.base_url, user_id),
+            "first_call_typed": (sim.base_url, user_id),
+        }
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in plan}
+        # Interleave the cases so that drift in machine load affects them all alike.
+        for _ in range(options.runs):
+            for name, args in plan.items():
+                runs[name].append(run_child(name, *args))
+        results = {name: summarise(r) for name, r in runs.items()}
+
+    native, typed = results["first_call_native"], results["first_call_typed"]
+    lazy, eager = results["import_graph"], results["import_sdk_eagerly"]
+    report = {
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpu",
+        "runs": options.runs,
+        "statistic": "median",
+        "load_average_1m": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
+        "cases": results,
+        "saving_lazy_import": {
+            "import_s": round(eager["import_s_median"] - lazy["import_s_median"], 4),
+            "peak_rss_mb": round(eager["peak_rss_mb_median"] - lazy["peak_rss_mb_median"], 1),
+        },
+        "saving_native_vs_typed": {
+            "since_spawn_s": round(typed["since_spawn_s_median"] - native["since_spawn_s_median"], 4),
+            "peak_rss_mb": round(typed["peak_rss_mb_median"] - native["peak_rss_mb_median"], 1),
+            "modules": int(typed["modules_median"] - native["modules_median"]),
+        },
+    }
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    options.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    width = max(len(n) for n in results)
+    print(f"{'case':<{width}}  since spawn  in process  peak RSS  modules   (median of {options.runs})")
+    for name, r in results.items():
+        print(
+            f"{name:<{width}}  {r['since_spawn_s_median']:>9.3f} s  {r['in_process_s_median']:>8.3f} s"
+            f"  {r['peak_rss_mb_median']:>6.1f} MB  {int(r['modules_median']):>7}"
+        )
+    lazy_saving = report["saving_lazy_import"]
+    print(
+        f"lazy SDK imports save {lazy_saving['import_s']:.3f} s and {lazy_saving['peak_rss_mb']:.1f} MB "
+        "for code that imports licshift.graph without calling Graph"
+    )
+    saving = report["saving_native_vs_typed"]
+    print(
+        f"native handler saves {saving['since_spawn_s']:.3f} s, {saving['peak_rss_mb']:.1f} MB and "
+        f"{saving['modules']} modules on the first call; written to {options.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

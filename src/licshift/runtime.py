@@ -1,0 +1,104 @@
+"""The composition root: the one place that builds the adapters the functions use.
+
+A `Runtime` is built once per process, lazily, on the first invocation (so importing function_app.py
+stays cheap for cold start: msgraph, the table and queue SDKs are imported only then). Tests, the
+local host and the demo `install` their own Runtime instead; nothing else reaches into the adapters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from licshift.graphport import LicenseGraph
+from licshift.licenses import Sku
+from licshift.settings import Settings
+from licshift.storeport import LedgerStore, WorkQueue
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class UnknownSku(LookupError):
+    """The tenant does not subscribe to a SKU a wave names."""
+
+
+class SkuCatalog:
+    """The tenant's subscribed SKUs and their plans, cached per process for a few minutes: every
+    removal needs the SKU's plan list, and it changes only when Microsoft adds a service to a product.
+    """
+
+    def __init__(self, ttl: timedelta = timedelta(minutes=10)) -> None:
+        self._ttl = ttl
+        self._skus: tuple[Sku, ...] = ()
+        self._loaded_at: datetime | None = None
+        self._lock = asyncio.Lock()
+
+    async def all(self, graph: LicenseGraph, now: datetime, *, fresh: bool = False) -> tuple[Sku, ...]:
+        async with self._lock:
+            stale = self._loaded_at is None or now - self._loaded_at > self._ttl
+            if fresh or stale:
+                self._skus = await graph.subscribed_skus()
+                self._loaded_at = now
+            return self._skus
+
+    async def get(self, graph: LicenseGraph, sku_id: str, now: datetime) -> Sku:
+        for sku in await self.all(graph, now):
+            if sku.sku_id == sku_id:
+                return sku
+        for sku in await self.all(graph, now, fresh=True):
+            if sku.sku_id == sku_id:
+                return sku
+        raise UnknownSku(f"SKU {sku_id} is not among the tenant's subscribed SKUs")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    graph: LicenseGraph
+    ledger: LedgerStore
+    queue: WorkQueue
+    clock: Callable[[], datetime] = utc_now
+    skus: SkuCatalog = field(default_factory=SkuCatalog)
+
+    def now(self) -> datetime:
+        return self.clock()
+
+
+_installed: Runtime | None = None
+
+
+def install(runtime: Runtime | None) -> None:
+    """Use `runtime` for every function invocation of this process (None: build from the
+    environment again on next use)."""
+    global _installed
+    _installed = runtime
+
+
+def installed() -> Runtime | None:
+    return _installed
+
+
+def current() -> Runtime:
+    """The process's Runtime, built from the environment (Settings.from_env) on first use."""
+    global _installed
+    if _installed is None:
+        _installed = build(Settings.from_env())
+    return _installed
+
+
+def build(settings: Settings) -> Runtime:
+    """Production adapters for `settings` (imported here, not at module level: cold start)."""
+    from licshift.graph import GraphAdapter
+    from licshift.ledger import Ledger
+    from licshift.workqueue import WorkQueue as QueueAdapter
+
+    return Runtime(
+        settings=settings,
+        graph=GraphAdapter.from_settings(settings),
+        ledger=Ledger.from_settings(settings),
+        queue=QueueAdapter.from_settings(settings),
+    )

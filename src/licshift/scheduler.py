@@ -1,0 +1,700 @@
+"""The tick: the one global scheduler that moves every wave forward (timer trigger, a singleton).
+
+Per tick: adapt the write rate to throttling reported since the last tick (pacing.py), compute the
+tick's write budget, then for every active wave, oldest first:
+
+    WAITING      poll the group's licenseProcessingState; ProcessingComplete -> SCANNING (and scan now);
+                 waited longer than LICSHIFT_PROCESSING_TIMEOUT_MINUTES -> HALTED + alert
+    SCANNING     stream the members (pages of 999, constant memory), select, decide per user and SKU,
+                 write outcome rows in batches; dry run -> PLANNED (nothing written to Graph, S2),
+                 else -> REMOVING
+    REMOVING     enqueue the next slice of PLANNED rows within the shared budget, spread over the tick
+                 with visibility delays; no removal left -> VERIFYING; failures >= threshold -> HALTED
+    VERIFYING    re-scan the group; every REMOVED user must still have the SKU with at least the
+                 plans recorded before removal; a loss -> restore + HALTED + alert; else COMPLETED
+    ROLLING_BACK enqueue rollback-restore tasks for REMOVED rows within budget; none left -> ROLLED_BACK
+    HALTED, CANCELLED   close PLANNED/ENQUEUED rows as NOT_ATTEMPTED (in-flight ones finish first)
+
+Every write to a wave row is conditional on its ETag, every write to an outcome row too, and every
+step is a function of the stored rows, so two ticks running at once by accident, or a tick that
+crashes anywhere, leave nothing inconsistent: the next tick continues from what is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from licshift import telemetry
+from licshift.decide import PROCESSING_COMPLETE, Block, Decision, Remove, Skip, decide
+from licshift.graphport import GraphError, NotFound, Throttled, UserLicenses
+from licshift.licenses import DirectAssignment, Sku, direct_assignment, effective_plans, has_effective_sku
+from licshift.messages import Task, TaskKind, encode_task
+from licshift.outcomes import FINAL_OUTCOMES, Control, Event, Outcome, OutcomeStatus, Severity
+from licshift.pacing import RateLimits, next_rate, spread, tick_budget
+from licshift.runtime import Runtime, UnknownSku
+from licshift.storeport import ConcurrencyConflict, Versioned
+from licshift.waves import (
+    Refused,
+    SelectionKind,
+    Wave,
+    WaveCounters,
+    WaveEvent,
+    WaveStatus,
+    apply,
+    is_selected,
+    selection_exhausted,
+    tally,
+)
+
+log = logging.getLogger("licshift.scheduler")
+
+SCAN_BATCH = 100
+"""Outcome rows per put_outcomes call: one table transaction."""
+STALE_TICKS = 10
+STALE_MINIMUM = timedelta(minutes=2)
+USER_NOT_FOUND = "user-not-found"
+ACTOR = "scheduler"
+ENQUEUE_CONCURRENCY = 8
+"""Rows marked and sent at once: a slice of a few hundred must fit well within one tick."""
+
+_ALERTS = {
+    WaveEvent.PROCESSING_TIMEOUT: telemetry.PROCESSING_TIMEOUT,
+    WaveEvent.GROUP_GONE: telemetry.HALTED,
+    WaveEvent.FAILURE_THRESHOLD: telemetry.HALTED,
+    WaveEvent.LOSS_DETECTED: telemetry.HALTED,
+}
+
+
+def stale_after(tick_seconds: float) -> timedelta:
+    """How long an ENQUEUED or REMOVING row may sit unchanged before its task is sent again (its
+    message was lost, or a worker died and the message went to the poison queue unreconciled)."""
+    return max(STALE_MINIMUM, timedelta(seconds=STALE_TICKS * tick_seconds))
+
+
+@dataclass
+class Budget:
+    """The tick's write slots, each with its visibility delay, shared by all waves in order."""
+
+    delays: list[float]
+    used: int = 0
+
+    def take(self, wanted: int) -> list[float]:
+        granted = self.delays[self.used : self.used + max(0, wanted)]
+        self.used += len(granted)
+        return granted
+
+    @property
+    def left(self) -> int:
+        return len(self.delays) - self.used
+
+
+@dataclass
+class TickReport:
+    rate: float
+    budget: int
+    enqueued: int = 0
+    throttled: int = 0
+    waves: dict[str, str] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Context:
+    rt: Runtime
+    now: datetime
+    budget: Budget
+    kill_switch: bool
+    throttled_by_wave: dict[str, int]
+    report: TickReport
+
+
+async def tick(rt: Runtime, *, past_due: bool = False) -> TickReport:
+    """One scheduler tick over every active wave. Safe to run twice at once and after any crash."""
+    settings = rt.settings
+    now = rt.now()
+    if past_due:
+        log.warning("tick is past due (the host was busy or restarted); catching up", extra={"licshift_kind": "tick"})
+    control = await rt.ledger.get_control()
+    window_start = max(
+        control.value.updated_at or now - stale_after(settings.tick_seconds), now - stale_after(settings.tick_seconds)
+    )
+    throttles: dict[str, int] = {}
+    worker_restores = 0
+    async for event in rt.ledger.iter_events(window_start, kinds=[telemetry.THROTTLED, telemetry.RESTORED]):
+        if event.at is not None and not window_start <= event.at < now:
+            continue
+        if event.kind == telemetry.THROTTLED:
+            throttles[event.wave_id] = throttles.get(event.wave_id, 0) + 1
+        else:
+            worker_restores += 1
+    limits = RateLimits(
+        settings.write_rate_floor, settings.write_rate_ceiling, settings.write_rate_step, settings.tick_seconds
+    )
+    rate = next_rate(control.value.write_rate, sum(throttles.values()), limits)
+    slots = tick_budget(rate, settings.tick_seconds, already_used=worker_restores)
+    report = TickReport(rate=rate, budget=slots, throttled=sum(throttles.values()))
+    ctx = _Context(rt, now, Budget(spread(slots, settings.tick_seconds)), control.value.kill_switch, throttles, report)
+
+    for wave in await rt.ledger.list_waves():
+        if not _needs_work(wave):
+            continue
+        try:
+            status = await _advance(ctx, wave.wave_id)
+            report.waves[wave.wave_id] = status
+        except ConcurrencyConflict as exc:
+            # Someone else (an admin command, a worker's halt, another tick) changed the wave: the next
+            # tick re-reads it and continues from what is stored.
+            log.info("wave %s changed during the tick: %s", wave.wave_id, exc)
+        except GraphError as exc:
+            # Graph trouble for one wave must not starve the others; the next tick tries again.
+            report.errors.append(f"{wave.wave_id}: {exc}")
+            log.warning(
+                "wave %s: Graph error during the tick: %s", wave.wave_id, exc, extra={"licshift_wave_id": wave.wave_id}
+            )
+
+    await _save_rate(rt, control, rate, now)
+    report.enqueued = ctx.budget.used
+    if report.waves:
+        log.info(
+            "tick: %d active wave(s), rate %.2f writes/s, budget %d, enqueued %d, throttled since last tick %d",
+            len(report.waves),
+            rate,
+            slots,
+            report.enqueued,
+            report.throttled,
+            extra={"licshift_kind": "tick", "licshift_rate": rate, "licshift_enqueued": report.enqueued},
+        )
+    return report
+
+
+def _needs_work(wave: Wave) -> bool:
+    if wave.status in (WaveStatus.PAUSED, WaveStatus.PLANNED, WaveStatus.COMPLETED, WaveStatus.ROLLED_BACK):
+        return False
+    if wave.status in (WaveStatus.HALTED, WaveStatus.CANCELLED):
+        return wave.counters.pending > 0
+    return True
+
+
+async def _save_rate(rt: Runtime, control: Versioned[Control], rate: float, now: datetime) -> None:
+    updated = replace(control.value, write_rate=rate, updated_at=now, updated_by=control.value.updated_by or ACTOR)
+    try:
+        await rt.ledger.save_control(updated, control.etag or None)
+    except ConcurrencyConflict:
+        # The kill switch was flipped meanwhile; its row wins, the rate is recomputed next tick.
+        return
+    if abs(rate - control.value.write_rate) > 1e-9 and control.value.write_rate > 0:
+        log.info("write rate %.2f/s -> %.2f/s", control.value.write_rate, rate, extra={"licshift_kind": telemetry.RATE})
+
+
+# --- per wave ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Handle:
+    """A wave and the ETag it was read at; every save is conditional on it."""
+
+    ctx: _Context
+    wave: Wave
+    etag: str
+
+    async def save(self, wave: Wave) -> None:
+        if wave == self.wave:
+            return
+        stamped = replace(wave, updated_at=self.ctx.now)
+        self.etag = await self.ctx.rt.ledger.save_wave(stamped, self.etag)
+        self.wave = stamped
+
+    async def move(self, event: WaveEvent, reason: str, counters: WaveCounters | None = None) -> bool:
+        base = self.wave if counters is None else replace(self.wave, counters=counters)
+        changed = apply(base, event, self.ctx.now, reason)
+        if isinstance(changed, Refused):
+            log.warning("wave %s: %s", self.wave.wave_id, changed.reason)
+            return False
+        before = self.wave.status
+        await self.save(changed)
+        alert = _ALERTS.get(event)
+        await telemetry.emit(
+            self.ctx.rt.ledger,
+            Event(
+                kind=alert or telemetry.WAVE_STATUS,
+                message=f"wave {self.wave.wave_id}: {before} -> {changed.status}: {reason}",
+                severity=Severity.ALERT if alert and changed.status is WaveStatus.HALTED else Severity.INFO,
+                wave_id=self.wave.wave_id,
+                actor=ACTOR,
+                data={"from": before.value, "to": changed.status.value, "event": event.value},
+            ),
+            self.ctx.now,
+        )
+        return True
+
+
+async def _advance(ctx: _Context, wave_id: str) -> str:
+    current = await ctx.rt.ledger.get_wave(wave_id)
+    if current is None:
+        return "gone"
+    handle = _Handle(ctx, current.value, current.etag)
+    if handle.wave.status is WaveStatus.WAITING:
+        await _waiting(handle)
+    if handle.wave.status is WaveStatus.SCANNING:
+        await _scanning(handle)
+    if handle.wave.status is WaveStatus.REMOVING:
+        await _removing(handle)
+    if handle.wave.status is WaveStatus.VERIFYING:
+        await _verifying(handle)
+    if handle.wave.status is WaveStatus.ROLLING_BACK:
+        await _rolling_back(handle)
+    if handle.wave.status in (WaveStatus.HALTED, WaveStatus.CANCELLED):
+        await _close_leftovers(handle)
+    return handle.wave.status.value
+
+
+async def _waiting(h: _Handle) -> None:
+    rt, wave = h.ctx.rt, h.wave
+    try:
+        info = await rt.graph.group_license_info(wave.group_id)
+    except NotFound:
+        await h.move(WaveEvent.GROUP_GONE, f"group {wave.group_id} no longer exists")
+        return
+    if info.processing_state == PROCESSING_COMPLETE:
+        await h.move(WaveEvent.PROCESSING_COMPLETE, "group license processing is complete")
+        return
+    waited = h.ctx.now - wave.entered_at()
+    limit = timedelta(minutes=rt.settings.processing_timeout_minutes)
+    if waited > limit:
+        await h.move(
+            WaveEvent.PROCESSING_TIMEOUT,
+            f"group license processing still {info.processing_state or 'unknown'} after "
+            f"{waited.total_seconds() / 60:.0f} minutes (LICSHIFT_PROCESSING_TIMEOUT_MINUTES="
+            f"{rt.settings.processing_timeout_minutes:g}); check the group's license errors in Entra, "
+            "then start a new wave",
+        )
+
+
+async def _skus(h: _Handle) -> dict[str, Sku] | None:
+    rt = h.ctx.rt
+    try:
+        return {sid: await rt.skus.get(rt.graph, sid, h.ctx.now) for sid in h.wave.sku_ids}
+    except UnknownSku as exc:
+        await h.move(WaveEvent.GROUP_GONE, f"{exc}; the wave cannot decide without it")
+        return None
+
+
+def outcome_for(wave: Wave, user: UserLicenses, sku: Sku, decision: Decision, now: datetime) -> Outcome:
+    base = Outcome(
+        wave_id=wave.wave_id,
+        user_id=user.user_id,
+        sku_id=sku.sku_id,
+        status=OutcomeStatus.PLANNED,
+        decision="remove",
+        user_principal_name=user.user_principal_name,
+        actor=ACTOR,
+        updated_at=now,
+    )
+    if isinstance(decision, Remove):
+        return replace(
+            base,
+            snapshot=DirectAssignment(decision.sku_id, decision.disabled_plans),
+            before_plans=effective_plans(user.states, sku),
+        )
+    if isinstance(decision, Skip):
+        return replace(base, status=OutcomeStatus.SKIPPED, decision="skip", reason=decision.reason.value)
+    assert isinstance(decision, Block)
+    return replace(
+        base, status=OutcomeStatus.BLOCKED, decision="block", reason=decision.reason.value, detail=decision.detail
+    )
+
+
+async def _scanning(h: _Handle) -> None:
+    rt, wave, now = h.ctx.rt, h.wave, h.ctx.now
+    try:
+        info = await rt.graph.group_license_info(wave.group_id)
+    except NotFound:
+        await h.move(WaveEvent.GROUP_GONE, f"group {wave.group_id} no longer exists")
+        return
+    if info.processing_state != PROCESSING_COMPLETE:
+        await h.move(WaveEvent.PROCESSING_INCOMPLETE, f"group license processing is {info.processing_state}; waiting")
+        return
+    skus = await _skus(h)
+    if skus is None:
+        return
+    selection = wave.selection
+    members = selected = 0
+    counts = {OutcomeStatus.PLANNED: 0, OutcomeStatus.BLOCKED: 0, OutcomeStatus.SKIPPED: 0}
+    batch: list[Outcome] = []
+    seen_listed: set[str] = set()
+
+    async def record(user: UserLicenses) -> None:
+        for sku in skus.values():
+            decision = decide(user.states, sku, wave.group_id, wave.policy)
+            row = outcome_for(wave, user, sku, decision, now)
+            counts[row.status] += 1
+            batch.append(row)
+        if len(batch) >= SCAN_BATCH:
+            await rt.ledger.put_outcomes(batch)
+            batch.clear()
+
+    async for user in rt.graph.group_members(wave.group_id):
+        members += 1
+        if not is_selected(selection, wave.group_id, user.user_id, selected):
+            continue
+        selected += 1
+        seen_listed.add(user.user_id)
+        await record(user)
+        if selection_exhausted(selection, selected):
+            break
+    if selection.kind is SelectionKind.USERS:
+        # Listed users outside the group are read one by one: the rule then blocks them (not
+        # inherited from the group) or skips them (no direct assignment), and the plan shows why.
+        for user_id in sorted(selection.users - seen_listed):
+            selected += 1
+            try:
+                user = await rt.graph.user_licenses(user_id)
+            except NotFound:
+                for sku in skus.values():
+                    batch.append(
+                        Outcome(
+                            wave_id=wave.wave_id,
+                            user_id=user_id,
+                            sku_id=sku.sku_id,
+                            status=OutcomeStatus.SKIPPED,
+                            decision="skip",
+                            reason=USER_NOT_FOUND,
+                            detail="no such user in the tenant",
+                            actor=ACTOR,
+                            updated_at=now,
+                        )
+                    )
+                    counts[OutcomeStatus.SKIPPED] += 1
+                continue
+            await record(user)
+    if batch:
+        await rt.ledger.put_outcomes(batch)
+    counters = replace(
+        wave.counters,
+        members=members,
+        selected=selected,
+        to_remove=counts[OutcomeStatus.PLANNED],
+        planned=counts[OutcomeStatus.PLANNED],
+        blocked=counts[OutcomeStatus.BLOCKED],
+        skipped=counts[OutcomeStatus.SKIPPED],
+    )
+    what = "plan recorded; nothing written to Graph (dry run)" if wave.dry_run else "scan complete"
+    await h.move(
+        WaveEvent.SCANNED,
+        f"{what}: {members} members read, {selected} selected, {counters.to_remove} to remove, "
+        f"{counters.blocked} blocked, {counters.skipped} skipped",
+        counters,
+    )
+
+
+async def _rows(rt: Runtime, wave_id: str) -> list[Outcome]:
+    return [o async for o in rt.ledger.iter_outcomes(wave_id)]
+
+
+def _counters(h: _Handle, rows: Iterable[Outcome]) -> WaveCounters:
+    throttled = h.wave.counters.throttled + h.ctx.throttled_by_wave.get(h.wave.wave_id, 0)
+    return replace(tally(rows, h.wave.counters), throttled=throttled)
+
+
+async def _removing(h: _Handle) -> None:
+    ctx, rt, wave = h.ctx, h.ctx.rt, h.wave
+    rows = await _rows(rt, wave.wave_id)
+    counters = _counters(h, rows)
+    if counters.failed >= rt.settings.failure_halt_threshold:
+        await h.move(
+            WaveEvent.FAILURE_THRESHOLD,
+            f"{counters.failed} removals failed "
+            f"(LICSHIFT_FAILURE_HALT_THRESHOLD={rt.settings.failure_halt_threshold}); "
+            "read the failed outcomes, fix the cause, then start a new wave",
+            counters,
+        )
+        return
+    if counters.pending == 0:
+        await h.move(WaveEvent.REMOVALS_DONE, f"every removal has an outcome ({counters.removed} removed)", counters)
+        return
+    if ctx.kill_switch:
+        await h.save(replace(wave, counters=counters))
+        return
+    cursor = wave.enqueue_cursor
+    delays = ctx.budget.take(counters.planned)
+    sent, cursor = await _enqueue_planned(ctx, wave, delays, cursor)
+    if len(sent) < len(delays) and counters.planned > len(sent) and wave.enqueue_cursor:
+        # Rows put back to PLANNED behind the cursor (pause, kill switch): go round again.
+        more, cursor = await _enqueue_planned(ctx, wave, delays[len(sent) :], "")
+        sent += more
+    ctx.budget.used -= len(delays) - len(sent)
+    await _resend_stale(ctx, wave, rows, TaskKind.REMOVE, (OutcomeStatus.ENQUEUED, OutcomeStatus.REMOVING))
+    moved = len(sent)
+    counters = replace(counters, planned=counters.planned - moved, enqueued=counters.enqueued + moved)
+    await h.save(replace(wave, counters=counters, enqueue_cursor=cursor))
+
+
+async def _enqueue_planned(
+    ctx: _Context, wave: Wave, delays: Sequence[float], cursor: str
+) -> tuple[list[Outcome], str]:
+    """Mark the next PLANNED rows after `cursor` ENQUEUED and send their tasks, one per delay."""
+    rt = ctx.rt
+    if not delays:
+        return [], cursor
+    candidates = [
+        o
+        async for o in rt.ledger.iter_outcomes(
+            wave.wave_id, statuses=[OutcomeStatus.PLANNED], after_key=cursor, limit=len(delays)
+        )
+    ]
+    if candidates:
+        cursor = candidates[-1].key
+    limit = asyncio.Semaphore(ENQUEUE_CONCURRENCY)
+
+    async def one(row: Outcome, delay: float) -> Outcome | None:
+        async with limit:
+            return await _enqueue_one(ctx, row, delay)
+
+    # Each row keeps the delay of its position, so the slice stays spread over the tick.
+    results = await asyncio.gather(*(one(row, delay) for row, delay in zip(candidates, delays, strict=False)))
+    return [r for r in results if r is not None], cursor
+
+
+async def _enqueue_one(ctx: _Context, row: Outcome, delay: float) -> Outcome | None:
+    rt = ctx.rt
+    current = await rt.ledger.get_outcome(row.wave_id, row.user_id, row.sku_id)
+    if current is None or current.value.status is not OutcomeStatus.PLANNED:
+        return None
+    # Mark first, then send: if two ticks race, only the one whose ETag matched sends. A crash in
+    # between leaves an ENQUEUED row without a message, which the stale re-send picks up.
+    enqueued = replace(current.value, status=OutcomeStatus.ENQUEUED, actor=ACTOR, updated_at=ctx.now)
+    try:
+        etag = await rt.ledger.save_outcome(enqueued, current.etag)
+    except ConcurrencyConflict:
+        return None
+    task = Task(TaskKind.REMOVE, row.wave_id, row.user_id, row.sku_id)
+    try:
+        await rt.queue.send(rt.settings.removals_queue, encode_task(task), delay_seconds=delay)
+    except Exception:
+        with contextlib.suppress(ConcurrencyConflict):
+            await rt.ledger.save_outcome(current.value, etag)
+        raise
+    return enqueued
+
+
+async def _resend_stale(
+    ctx: _Context, wave: Wave, rows: Iterable[Outcome], kind: TaskKind, statuses: tuple[OutcomeStatus, ...]
+) -> None:
+    """Send again the task of rows stuck in `statuses` for longer than the stale window (a lost
+    message, a worker that died). Tasks are idempotent, so a duplicate costs one read at most."""
+    rt = ctx.rt
+    horizon = ctx.now - stale_after(rt.settings.tick_seconds)
+    stale = [o for o in rows if o.status in statuses and o.updated_at is not None and o.updated_at < horizon]
+    for row in stale[: ctx.budget.left]:
+        current = await rt.ledger.get_outcome(wave.wave_id, row.user_id, row.sku_id)
+        if current is None or current.value.status not in statuses:
+            continue
+        try:
+            await rt.ledger.save_outcome(replace(current.value, updated_at=ctx.now), current.etag)
+        except ConcurrencyConflict:
+            continue
+        delay = ctx.budget.take(1)
+        task = Task(kind, wave.wave_id, row.user_id, row.sku_id)
+        await rt.queue.send(rt.settings.removals_queue, encode_task(task), delay_seconds=delay[0] if delay else 0.0)
+        log.warning(
+            "wave %s: re-sent the %s task of %s (stuck %s since %s)",
+            wave.wave_id,
+            kind,
+            row.user_id,
+            row.status,
+            row.updated_at,
+            extra={"licshift_wave_id": wave.wave_id, "licshift_user_id": row.user_id},
+        )
+
+
+# --- verification --------------------------------------------------------------------------------
+
+
+async def _verifying(h: _Handle) -> None:
+    ctx, rt, wave = h.ctx, h.ctx.rt, h.wave
+    skus = await _skus(h)
+    if skus is None:
+        return
+    removed: dict[str, list[Outcome]] = {}
+    async for row in rt.ledger.iter_outcomes(wave.wave_id, statuses=[OutcomeStatus.REMOVED]):
+        removed.setdefault(row.user_id, []).append(row)
+    losses = drift = 0
+
+    async def check(user: UserLicenses, rows: list[Outcome]) -> None:
+        nonlocal losses, drift
+        for row in rows:
+            sku = skus[row.sku_id]
+            after = effective_plans(user.states, sku)
+            if direct_assignment(user.states, sku.sku_id) is not None:
+                drift += 1
+                await _drift_event(ctx, row, "at verification")
+            if has_effective_sku(user.states, sku.sku_id) and row.before_plans <= after:
+                continue
+            losses += 1
+            await restore_after_loss(rt, row, user, after, ctx.now, found_by="verification")
+
+    async for member in rt.graph.group_members(wave.group_id):
+        rows = removed.pop(member.user_id, None)
+        if rows:
+            await check(member, rows)
+    for user_id, rows in removed.items():
+        # Removed users who left the group since: read them one by one.
+        try:
+            user = await rt.graph.user_licenses(user_id)
+        except NotFound:
+            log.info("wave %s: removed user %s no longer exists; nothing to verify", wave.wave_id, user_id)
+            continue
+        await check(user, rows)
+    counters = replace(_counters(h, await _rows(rt, wave.wave_id)), drift=drift)
+    if losses:
+        await h.move(
+            WaveEvent.LOSS_DETECTED,
+            f"verification found {losses} user(s) who lost plans after removal; their direct assignments "
+            "were restored. Investigate before starting another wave",
+            counters,
+        )
+        return
+    await h.move(
+        WaveEvent.VERIFIED,
+        f"verified: {counters.removed} removals kept every plan"
+        + (f"; {drift} direct assignment(s) came back (drift)" if drift else ""),
+        counters,
+    )
+
+
+async def _drift_event(ctx: _Context, row: Outcome, when: str) -> None:
+    await telemetry.emit(
+        ctx.rt.ledger,
+        Event(
+            kind=telemetry.DRIFT,
+            message=f"user {row.user_principal_name or row.user_id} has a direct assignment of {row.sku_id} again "
+            f"({when}); a legacy script probably re-added it",
+            severity=Severity.WARNING,
+            wave_id=row.wave_id,
+            user_id=row.user_id,
+            sku_id=row.sku_id,
+            actor=ACTOR,
+        ),
+        ctx.now,
+    )
+
+
+async def restore_after_loss(
+    rt: Runtime, row: Outcome, user: UserLicenses, after: frozenset[str], now: datetime, *, found_by: str
+) -> None:
+    """Put the recorded direct assignment back for a user found to have lost plans (S3), mark the
+    outcome RESTORED and raise an alert. If Graph throttles the restore, a restore task is queued at
+    once (with Graph's delay) instead: the restore must happen, it only waits."""
+    snapshot = row.snapshot
+    current = await rt.ledger.get_outcome(row.wave_id, row.user_id, row.sku_id)
+    etag = current.etag if current is not None else None
+    wrote = False
+    if snapshot is not None and direct_assignment(user.states, row.sku_id) is None:
+        try:
+            await rt.graph.restore_direct(row.user_id, snapshot)
+            wrote = True
+        except GraphError as exc:
+            delay = exc.retry_after if isinstance(exc, Throttled) else 0.0
+            task = Task(TaskKind.RESTORE, row.wave_id, row.user_id, row.sku_id)
+            await rt.queue.send(rt.settings.removals_queue, encode_task(task), delay_seconds=delay)
+            await telemetry.emit(
+                rt.ledger,
+                Event(
+                    kind=telemetry.RESTORED,
+                    message=f"user {row.user_id} lost plans of {row.sku_id} ({found_by}); restore queued after: {exc}",
+                    severity=Severity.ALERT,
+                    wave_id=row.wave_id,
+                    user_id=row.user_id,
+                    sku_id=row.sku_id,
+                    actor=ACTOR,
+                ),
+                now,
+            )
+            return
+    restored = replace(
+        row,
+        status=OutcomeStatus.RESTORED,
+        after_plans=after,
+        detail=f"lost plans found by {found_by}; "
+        + ("direct assignment restored" if wrote else "direct assignment present"),
+        actor=ACTOR,
+        updated_at=now,
+    )
+    try:
+        await rt.ledger.save_outcome(restored, etag)
+    except ConcurrencyConflict:
+        log.warning("outcome %s/%s changed while restoring", row.wave_id, row.key)
+    await telemetry.emit(
+        rt.ledger,
+        Event(
+            kind=telemetry.RESTORED,
+            message=f"user {row.user_principal_name or row.user_id} lost plans of {row.sku_id} ({found_by}); "
+            + ("the recorded direct assignment was restored" if wrote else "a direct assignment is present"),
+            severity=Severity.ALERT,
+            wave_id=row.wave_id,
+            user_id=row.user_id,
+            sku_id=row.sku_id,
+            actor=ACTOR,
+            data={"before_plans": sorted(row.before_plans), "after_plans": sorted(after), "wrote": wrote},
+        ),
+        now,
+    )
+
+
+# --- rollback and leftovers ------------------------------------------------------------------------
+
+
+async def _rolling_back(h: _Handle) -> None:
+    ctx, rt, wave = h.ctx, h.ctx.rt, h.wave
+    # Queued removals of a wave being rolled back are dropped; in-flight ones (REMOVING) finish first.
+    await _close(ctx, wave, (OutcomeStatus.PLANNED, OutcomeStatus.ENQUEUED), "wave rolled back before this removal")
+    rows = await _rows(rt, wave.wave_id)
+    counters = _counters(h, rows)
+    if counters.removed == 0 and counters.enqueued == 0:
+        await h.move(WaveEvent.ROLLBACK_DONE, f"{counters.rolled_back} direct assignment(s) put back", counters)
+        return
+    delays = ctx.budget.take(counters.removed)
+    cursor = wave.enqueue_cursor
+    candidates = [
+        o
+        async for o in rt.ledger.iter_outcomes(
+            wave.wave_id, statuses=[OutcomeStatus.REMOVED], after_key=cursor, limit=len(delays)
+        )
+    ]
+    for row, delay in zip(candidates, delays, strict=False):
+        task = Task(TaskKind.ROLLBACK_RESTORE, wave.wave_id, row.user_id, row.sku_id)
+        await rt.queue.send(rt.settings.removals_queue, encode_task(task), delay_seconds=delay)
+        cursor = row.key
+    ctx.budget.used -= len(delays) - len(candidates)
+    if not candidates and cursor and ctx.now - wave.updated_at > stale_after(rt.settings.tick_seconds):
+        # A full pass went out and rows are still REMOVED with no progress: send their tasks again.
+        cursor = ""
+    await h.save(replace(wave, counters=counters, enqueue_cursor=cursor))
+
+
+async def _close_leftovers(h: _Handle) -> None:
+    reason = "wave halted" if h.wave.status is WaveStatus.HALTED else "wave cancelled"
+    await _close(h.ctx, h.wave, (OutcomeStatus.PLANNED, OutcomeStatus.ENQUEUED), f"{reason} before this removal")
+    counters = _counters(h, await _rows(h.ctx.rt, h.wave.wave_id))
+    await h.save(replace(h.wave, counters=counters))
+
+
+async def _close(ctx: _Context, wave: Wave, statuses: tuple[OutcomeStatus, ...], detail: str) -> None:
+    """Close rows in `statuses` as NOT_ATTEMPTED (a worker holding one sees the final row and stops)."""
+    rt = ctx.rt
+    async for row in rt.ledger.iter_outcomes(wave.wave_id, statuses=list(statuses)):
+        current = await rt.ledger.get_outcome(wave.wave_id, row.user_id, row.sku_id)
+        if current is None or current.value.status not in statuses or current.value.status in FINAL_OUTCOMES:
+            continue
+        closed = replace(
+            current.value, status=OutcomeStatus.NOT_ATTEMPTED, detail=detail, actor=ACTOR, updated_at=ctx.now
+        )
+        try:
+            await rt.ledger.save_outcome(closed, current.etag)
+        except ConcurrencyConflict:
+            continue
