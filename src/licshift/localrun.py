@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
-import tempfile
 import uuid
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -30,12 +31,17 @@ from typing import Any
 import azure.functions as func
 
 from licshift import runtime
+from licshift.drift import DriftReport, drift_watch
+from licshift.graph import GraphAdapter
 from licshift.graphport import LicenseGraph
+from licshift.ledger import Ledger
+from licshift.localhost import LocalHost
 from licshift.messages import parse_waves_message
 from licshift.outcomes import Event, Outcome
 from licshift.runtime import Runtime
 from licshift.settings import STORAGE_CONNECTION, Settings
 from licshift.waves import Wave, WaveStatus
+from licshift.workqueue import WorkQueue
 
 ROOT = Path(__file__).resolve().parents[2]
 """The project root: function_app.py and host.json live here."""
@@ -74,6 +80,9 @@ def settings_env(
     """App settings for a local run. `namespace` (letters and digits) prefixes tables and queues so
     that several runs can share one Azurite."""
     ns = namespace.lower()
+    if not re.fullmatch(r"[a-z0-9]{0,40}", ns):
+        raise ValueError(f"namespace {namespace!r} must be up to 40 letters and digits (it prefixes tables and queues)")
+    tick_schedule = timespan(tick_seconds)
     env = {
         "AzureWebJobsStorage": connection_string,
         STORAGE_CONNECTION: connection_string,
@@ -81,10 +90,11 @@ def settings_env(
         "LICSHIFT_WAVES_QUEUE": f"{ns}-waves" if ns else "licshift-waves",
         "LICSHIFT_REMOVALS_QUEUE": f"{ns}-removals" if ns else "licshift-removals",
         "LICSHIFT_TABLE_PREFIX": f"t{ns}" if ns else "licshift",
-        "LICSHIFT_TICK_SECONDS": f"{tick_seconds:g}",
+        "LICSHIFT_TICK_SECONDS": str(int(tick_seconds)),
         # A TimeSpan schedule (the local host plays it; Azure accepts it on dedicated plans only).
-        "LICSHIFT_TICK_SCHEDULE": timespan(tick_seconds),
+        "LICSHIFT_TICK_SCHEDULE": tick_schedule,
         "LICSHIFT_DRIFT_SCHEDULE": timespan(drift_seconds) if drift_seconds else "0 0 * * * *",
+        # Graph's own per-app limit: the simulator enforces the real quotas, so go as fast as Graph allows.
         "LICSHIFT_WRITE_RATE_CEILING": "20",
         "LICSHIFT_WRITE_RATE_FLOOR": "2",
         "LICSHIFT_WRITE_RATE_STEP": "5",
@@ -94,15 +104,22 @@ def settings_env(
 
 
 def timespan(seconds: float) -> str:
-    whole = max(1, round(seconds))
+    """A TimeSpan timer schedule (hh:mm:ss): whole seconds, at least one."""
+    if seconds < 1 or seconds != int(seconds):
+        raise ValueError(f"a local tick or drift interval must be a whole number of seconds >= 1, got {seconds:g}")
+    whole = int(seconds)
     return f"{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
 
-def compressed_host_json(host_json: Path, *, visibility_timeout: str = "00:00:01") -> dict[str, Any]:
+def compressed_host_json(
+    host_json: Path, *, visibility_timeout: str = "00:00:01", max_dequeue_count: int | None = None
+) -> dict[str, Any]:
     """host.json with the retry back-off shortened, so a redelivery takes a second, not 30."""
     data: dict[str, Any] = json.loads(host_json.read_text())
     queues = data.setdefault("extensions", {}).setdefault("queues", {})
     queues["visibilityTimeout"] = visibility_timeout
+    if max_dequeue_count is not None:
+        queues["maxDequeueCount"] = max_dequeue_count
     queues["maxPollingInterval"] = "00:00:00.200"
     return data
 
@@ -115,6 +132,8 @@ class StackOptions:
     graph_wrapper: Callable[[LicenseGraph], LicenseGraph] | None = None
     """Wraps the GraphAdapter (tests use it as a race harness)."""
     visibility_timeout: str = "00:00:01"
+    max_dequeue_count: int | None = None
+    """Deliveries before a message goes to its poison queue; None: host.json's."""
     drift_seconds: float | None = None
     """Seconds between drift_watch firings; None: hourly, i.e. only when called (`run_drift`)."""
 
@@ -132,17 +151,11 @@ class LocalStack:
         )
         self.settings = Settings.from_env(self.env)
         self.connection_string = connection_string
-        self._adapter: Any = None
-        self._host: Any = None
-        self._host_json_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._adapter: GraphAdapter | None = None
+        self._host: LocalHost | None = None
         self.runtime: Runtime | None = None
 
     async def __aenter__(self) -> LocalStack:
-        from licshift.graph import GraphAdapter
-        from licshift.ledger import Ledger
-        from licshift.localhost import LocalHost
-        from licshift.workqueue import WorkQueue
-
         self._adapter = GraphAdapter.create(self.settings.graph_endpoint, credential=None)
         graph: LicenseGraph = self._adapter
         if self.options.graph_wrapper is not None:
@@ -153,7 +166,11 @@ class LocalStack:
         await ledger.ensure_tables()
         await queue.ensure_queues()
         runtime.install(self.runtime)
-        host_json = compressed_host_json(ROOT / "host.json", visibility_timeout=self.options.visibility_timeout)
+        host_json = compressed_host_json(
+            ROOT / "host.json",
+            visibility_timeout=self.options.visibility_timeout,
+            max_dequeue_count=self.options.max_dequeue_count,
+        )
         self._host = LocalHost(
             function_app(),
             settings_env=self.env,
@@ -192,8 +209,10 @@ class LocalStack:
         return self.runtime
 
     @property
-    def host(self) -> Any:
+    def host(self) -> LocalHost:
         """The LocalHost (stats per function: deliveries, failures, poisoned ...)."""
+        if self._host is None:
+            raise RuntimeError("the local stack is not started: use `async with LocalStack(...)`")
         return self._host
 
     @property
@@ -201,7 +220,7 @@ class LocalStack:
         """Graph calls licshift made (reads, writes, throttled), as the adapter counted them."""
         if self._adapter is None:
             return {"reads": 0, "writes": 0, "throttled": 0}
-        return dict(self._adapter.counters.as_dict())
+        return self._adapter.counters.as_dict()
 
     async def enqueue(self, command: Mapping[str, Any]) -> str:
         """Put a waves-queue command on the queue (a start without wave_id gets a new one) and return
@@ -238,7 +257,7 @@ class LocalStack:
             seen[0] = await self.get_wave(wave_id)
             return seen[0] is not None and seen[0].status in wanted
 
-        if not await self._host.run_until(reached, timeout=timeout):
+        if not await self.host.run_until(reached, timeout=timeout):
             last = seen[0]
             where = f"{last.status} ({last.status_reason})" if last else "not created (rejected? see events)"
             raise TimeoutError(f"wave {wave_id} did not reach {sorted(wanted)} in {timeout:g} s; it is {where}")
@@ -246,25 +265,21 @@ class LocalStack:
         return seen[0]
 
     async def run_until(self, predicate: Callable[[], Any], timeout: float = 30.0) -> bool:  # noqa: ASYNC109
-        return bool(await self._host.run_until(predicate, timeout=timeout))
+        return await self.host.run_until(predicate, timeout=timeout)
 
     async def outcomes(self, wave_id: str) -> list[Outcome]:
         return [o async for o in self.rt.ledger.iter_outcomes(wave_id)]
 
     async def events(self, kinds: Collection[str] | None = None, since_minutes: float = 60) -> list[Event]:
-        from datetime import timedelta
-
         since = self.rt.now() - timedelta(minutes=since_minutes)
         return [e async for e in self.rt.ledger.iter_events(since, kinds=kinds)]
 
-    async def run_drift(self) -> Any:
-        from licshift.drift import drift_watch
-
+    async def run_drift(self) -> DriftReport:
         return await drift_watch(self.rt)
 
     async def idle(self, seconds: float) -> None:
         """Let the host run for `seconds` (ticks and deliveries continue)."""
-        await self._host.run_until(None, timeout=seconds)
+        await self.host.run_until(None, timeout=seconds)
 
 
 async def run_forever(stack: LocalStack) -> None:

@@ -185,10 +185,16 @@ async def remove(rt: Runtime, task: Task) -> str:
     marked_etag = await _save(rt, marked, etag)
     if marked_etag is None:
         return "busy"
-    wave, control = await _state(rt, task)
+    # Right before the write (S5): the wave and the kill switch again, and that no other delivery
+    # of this task took the row over since we marked it (it would be about to write too).
+    (wave, control), mine = await asyncio.gather(
+        _state(rt, task), rt.ledger.get_outcome(task.wave_id, task.user_id, task.sku_id)
+    )
+    if mine is None or mine.etag != marked_etag:
+        return "busy"
     stop = _stop(wave, control)
     if stop is not None:
-        await _settle(rt, marked, marked_etag, stop)
+        await _settle(rt, replace(marked, attempts=row.attempts), marked_etag, stop)
         return stop.status.value
     try:
         await rt.graph.remove_direct(task.user_id, sku.sku_id)

@@ -120,9 +120,9 @@ async def tick(rt: Runtime, *, past_due: bool = False) -> TickReport:
     if past_due:
         log.warning("tick is past due (the host was busy or restarted); catching up", extra={"licshift_kind": "tick"})
     control = await rt.ledger.get_control()
-    window_start = max(
-        control.value.updated_at or now - stale_after(settings.tick_seconds), now - stale_after(settings.tick_seconds)
-    )
+    # Throttling reported since the last tick (the control row's time), looking back a bounded window.
+    horizon = now - stale_after(settings.tick_seconds)
+    window_start = max(control.value.updated_at or horizon, horizon)
     throttles: dict[str, int] = {}
     worker_restores = 0
     async for event in rt.ledger.iter_events(window_start, kinds=[telemetry.THROTTLED, telemetry.RESTORED]):

@@ -55,15 +55,22 @@ async def simulator(
 
 @pytest.fixture
 def open_stack(storage_connection_string: str) -> Callable[..., contextlib.AbstractAsyncContextManager[LocalStack]]:
-    """open_stack(sim, graph_wrapper=..., overrides=...) -> LocalStack on its own tables and queues."""
+    """open_stack(sim, graph_wrapper=..., overrides=..., max_dequeue_count=...) -> a LocalStack on its own
+    tables and queues."""
 
     def opener(
         sim: Simulator,
         *,
         graph_wrapper: Callable[[LicenseGraph], LicenseGraph] | None = None,
         overrides: Mapping[str, str] | None = None,
+        max_dequeue_count: int | None = None,
     ) -> contextlib.AbstractAsyncContextManager[LocalStack]:
-        options = StackOptions(namespace=f"it{uuid.uuid4().hex[:10]}", graph_wrapper=graph_wrapper, overrides=overrides)
+        options = StackOptions(
+            namespace=f"it{uuid.uuid4().hex[:10]}",
+            graph_wrapper=graph_wrapper,
+            overrides=overrides,
+            max_dequeue_count=max_dequeue_count,
+        )
         return LocalStack(sim.base_url, storage_connection_string, options)
 
     return opener

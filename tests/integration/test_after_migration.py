@@ -68,7 +68,7 @@ async def test_drift_watch_reports_direct_assignments_that_came_back(open_stack)
 
 
 async def test_a_removal_that_keeps_failing_is_poisoned_marked_failed_and_alerted(open_stack) -> None:
-    async with simulator(small_tenant(4)) as sim, open_stack(sim) as stack:
+    async with simulator(small_tenant(4)) as sim, open_stack(sim, max_dequeue_count=2) as stack:
         group = sim.scenario.id("all")
         victim = sim.scenario.users[0].id
         sim.faults.add(FaultRule.error(503, kind="write", retry_after=None, path_contains=victim))

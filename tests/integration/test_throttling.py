@@ -11,7 +11,7 @@ from licshift.waves import WaveStatus
 
 from .conftest import assert_all_final, completed, count, graph_losses, simulator, small_tenant, start
 
-USERS = 40
+USERS = 30
 # 12 writes per 150 sim seconds = per 1.5 real seconds: far below licshift's ceiling of 20/s.
 TIGHT = ThrottleLimits(ru_per_window=50_000, app_writes=12, app_write_window_seconds=150.0)
 

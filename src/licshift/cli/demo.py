@@ -178,7 +178,7 @@ def _print_summary(result: dict[str, Any], out: TextIO) -> None:
     print(f"  elapsed:          {result['elapsed_s']} s", file=out)
 
 
-async def _demo(scenario_name: str, users: int | None, canary: int, progress: Progress) -> dict[str, Any]:
+async def demo_migration(scenario_name: str, users: int | None, canary: int, progress: Progress) -> dict[str, Any]:
     import httpx
 
     from graphsim import Simulator, load_scenario
@@ -259,7 +259,7 @@ def run_demo(*, scenario: str, users: int | None, as_json: bool, canary: int) ->
 
     progress = Progress(None if as_json else sys.stderr)
     try:
-        result = asyncio.run(_demo(scenario, users, canary, progress))
+        result = asyncio.run(demo_migration(scenario, users, canary, progress))
     except (ScenarioError, AzuriteError, OSError) as exc:
         print(f"licshift demo: {exc}", file=sys.stderr)
         return 2
