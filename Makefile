@@ -35,7 +35,11 @@ demo: setup
 	$(BIN)/licshift demo
 
 bench: setup
-	$(BIN)/python -m bench.run
+	$(BIN)/python bench/decide_bench.py
+	$(BIN)/python bench/coldstart.py
+	$(BIN)/python bench/sim_bench.py
+	$(BIN)/python bench/scan_bench.py
+	$(BIN)/python bench/pipeline_bench.py
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -7,6 +7,8 @@ What each case measures (wall = seconds, RSS = the child's peak resident set, Vm
 - import_graph:     `import licshift.graph` (msgraph is imported lazily, on adapter creation).
 - import_sdk_eagerly: the same plus what `GraphAdapter.create/from_settings` import (msgraph client,
                      msgraph_core, httpx, azure.identity.aio): what a module-level import would cost.
+- import_function_app: what the Functions worker does on a cold start: `import function_app` (the
+                     Blueprints and the modules they need; the SDKs load on the first invocation).
 - import_app:       every module of the app that exists (src/licshift/**, function_app.py).
 - first_call_native: process start → first user_licenses() answered by the tenant simulator, through
                      GraphAdapter (msgraph-sdk request builders + native response handler).
@@ -68,6 +70,11 @@ _report(import_s=time.perf_counter() - t)
 t = time.perf_counter()
 import licshift.graph
 import httpx, msgraph.graph_service_client, msgraph.graph_request_adapter, msgraph_core, azure.identity.aio
+_report(import_s=time.perf_counter() - t)
+""",
+    "import_function_app": """
+t = time.perf_counter()
+import function_app
 _report(import_s=time.perf_counter() - t)
 """,
     "import_app": """
@@ -185,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             "interpreter": (),
             "import_graph": (),
             "import_sdk_eagerly": (),
+            "import_function_app": (),
             "import_app": (json.dumps(modules),),
             "first_call_native": (sim.base_url, user_id),
             "first_call_typed": (sim.base_url, user_id),

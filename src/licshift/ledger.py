@@ -266,7 +266,10 @@ def wave_to_entity(wave: Wave) -> tuple[dict[str, Any], UsersRows | None]:
         "enqueue_cursor": _fit(wave.enqueue_cursor, "enqueue cursor"),
         "created_at": _utc(wave.created_at, "created_at"),
         "updated_at": _utc(wave.updated_at, "updated_at"),
+        "resume_to": _fit(wave.resume_to, "resume_to"),
     }
+    if wave.status_since is not None:
+        entity["status_since"] = _utc(wave.status_since, "status_since")
     for counter in dataclasses.fields(WaveCounters):
         entity[f"count_{counter.name}"] = _write_int(getattr(wave.counters, counter.name))
     rows: UsersRows | None = None
@@ -313,6 +316,8 @@ def wave_from_entity(entity: Mapping[str, Any], users: frozenset[str] | None = N
             counters=counters,
             status_reason=_text(entity, "status_reason"),
             enqueue_cursor=_text(entity, "enqueue_cursor"),
+            status_since=_read_datetime(entity["status_since"]) if entity.get("status_since") else None,
+            resume_to=_text(entity, "resume_to"),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise LedgerCorrupt(f"wave row {wave_id!r} cannot be read: {exc}") from exc
