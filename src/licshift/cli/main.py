@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from licshift.licenses import InvalidId
-from licshift.messages import MalformedMessage
+from licshift.messages import MalformedMessage, StartWave, WavesMessage
 from licshift.report import ReportFormat
 from licshift.settings import Settings, SettingsError
 
@@ -107,37 +107,53 @@ def _users_arg(raw: str | None) -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()]
 
 
+def _is_start(args: argparse.Namespace) -> bool:
+    return bool(args.command == "plan" or (args.command == "wave" and args.wave_command == "start"))
+
+
+def _command_message(args: argparse.Namespace, settings: Settings) -> WavesMessage | None:
+    """The waves-queue message this invocation sends, validated exactly as wave_intake will parse it,
+    before any storage is touched: a typo fails at once with the fix, and nothing is queued."""
+    from licshift.cli import admin
+
+    who = getattr(args, "requested_by", None) or admin.default_requester()
+    if _is_start(args):
+        try:
+            selection = admin.selection_from_args(args.all, args.first, args.percent, _users_arg(args.users))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        return admin.start_message(
+            group=args.group,
+            skus=args.sku,
+            selection=selection,
+            dry_run=args.command == "plan" or args.dry_run,
+            force=getattr(args, "force", False),
+            policy=args.policy,
+            requested_by=who,
+            max_wave_users=settings.max_wave_users,
+            wave_id=args.wave_id,
+        )
+    if args.command == "wave":
+        return admin.wave_message(args.wave_command, args.wave_id, who, settings.max_wave_users)
+    if args.command == "kill-switch":
+        return admin.kill_message(args.state == "on", who, settings.max_wave_users)
+    return None
+
+
 async def _admin(args: argparse.Namespace, settings: Settings) -> int:
     from licshift.cli import admin
 
     out = sys.stdout
+    message = _command_message(args, settings)
     async with admin.open_storage(settings) as storage:
-        who = getattr(args, "requested_by", None) or admin.default_requester()
-        if args.command in {"plan", "wave"} and (args.command == "plan" or args.wave_command == "start"):
-            try:
-                selection = admin.selection_from_args(args.all, args.first, args.percent, _users_arg(args.users))
-            except ValueError as exc:
-                raise UsageError(str(exc)) from None
-            dry_run = args.command == "plan" or args.dry_run
-            message = admin.start_message(
-                group=args.group,
-                skus=args.sku,
-                selection=selection,
-                dry_run=dry_run,
-                force=getattr(args, "force", False),
-                policy=args.policy,
-                requested_by=who,
-                max_wave_users=settings.max_wave_users,
-                wave_id=args.wave_id,
-            )
+        if isinstance(message, StartWave):
             await admin.send(storage, message)
-            kind = "dry run" if dry_run else "wave"
+            kind = "dry run" if message.dry_run else "wave"
             print(f"{kind} {message.wave_id} queued ({admin.describe_selection(message.selection)})", file=out)
-            wait = args.wait
-            if wait <= 0:
+            if args.wait <= 0:
                 print(f"follow it with: licshift status {message.wave_id}", file=out)
                 return 0
-            wave = await admin.wait_for(storage, message.wave_id, wait, out)
+            wave = await admin.wait_for(storage, message.wave_id, args.wait, out)
             if wave is None:
                 print(
                     "the wave did not appear in the ledger: is the function app (or `licshift host`) running? "
@@ -148,14 +164,14 @@ async def _admin(args: argparse.Namespace, settings: Settings) -> int:
             if args.command == "plan":
                 print(admin.plan_table(await admin.collect_outcomes(storage, message.wave_id)), file=out)
             return 0
-        if args.command == "wave":
-            msg = admin.wave_message(args.wave_command, args.wave_id, who, settings.max_wave_users)
-            await admin.send(storage, msg)
-            print(f"{args.wave_command} queued for wave {args.wave_id}", file=out)
-            return 0
-        if args.command == "kill-switch":
-            await admin.send(storage, admin.kill_message(args.state == "on", who, settings.max_wave_users))
-            print(f"kill switch {args.state} queued", file=out)
+        if message is not None:
+            await admin.send(storage, message)
+            what = (
+                f"{args.wave_command} queued for wave {args.wave_id}"
+                if args.command == "wave"
+                else (f"kill switch {args.state} queued")
+            )
+            print(what, file=out)
             return 0
         if args.command == "status":
             return await admin.status(storage, args.wave_id, out)
