@@ -100,7 +100,7 @@ SETTINGS_TABLE: tuple[tuple[str, str, str], ...] = (
         "(none)",
         "Client id of the user-assigned managed identity used for Graph (unset: system-assigned or CLI login).",
     ),
-    ("LICSHIFT_WAVES_QUEUE", "licshift-waves", "Queue the admin CLI and HTTP API put wave commands on."),
+    ("LICSHIFT_WAVES_QUEUE", "licshift-waves", "Queue the admin CLI puts wave commands on (wave_intake reads it)."),
     ("LICSHIFT_REMOVALS_QUEUE", "licshift-removals", "Queue of per-user removal and restore work."),
     ("LICSHIFT_TABLE_PREFIX", "licshift", "Prefix of the ledger tables (Waves, Outcomes, Control, Events)."),
     ("LICSHIFT_TICK_SCHEDULE", "0 * * * * *", "NCRONTAB (UTC) of the scheduler tick."),

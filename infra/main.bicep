@@ -1,0 +1,274 @@
+// licshift on Azure Functions Flex Consumption (Python 3.11): `azd up` deploys everything below.
+// Resources are raw ARM types with well-known API versions (no registry modules), so the files stay
+// readable offline and tests/unit/test_infra.py can parse them with pycep-parser.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the azd environment; names the resource group and seeds the unique resource token.')
+param environmentName string
+
+@minLength(1)
+@description('Azure region for every resource. It must offer Azure Functions Flex Consumption.')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Object id of the person (or CI principal) running azd: gets the same storage roles as the app, so the licshift CLI works against Azure. Empty: none.')
+param principalId string = ''
+
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+@description('Kind of principal principalId names.')
+param principalType string = 'User'
+
+@description('Grant the managed identity its Microsoft Graph application permissions in this deployment. Needs a deployer with AppRoleAssignment.ReadWrite.All + Application.Read.All (e.g. Privileged Role Administrator); set false and have an admin grant them otherwise (see infra/app/graph-permissions.bicep).')
+param grantGraphPermissions bool = true
+
+@description('E-mail address that receives licshift alerts (restores, halts, poison messages, failures, drift). Empty: alerts fire in Azure Monitor only.')
+param alertEmail string = ''
+
+@minValue(40)
+@maxValue(1000)
+@description('Flex Consumption instance ceiling. Graph writes are bounded by the scheduler, not by instances: more instances only add reads.')
+param maximumInstanceCount int = 40
+
+@allowed([
+  512
+  2048
+  4096
+])
+@description('Memory per Flex Consumption instance (MB).')
+param instanceMemoryMB int = 2048
+
+@minValue(30)
+@maxValue(730)
+@description('Days Log Analytics keeps telemetry (the durable audit trail is the ledger in Table Storage).')
+param logRetentionInDays int = 30
+
+// --- licshift settings an admin tunes (defaults = src/licshift/settings.py) ------------------------
+
+@minLength(3)
+@maxLength(56)
+@description('LICSHIFT_WAVES_QUEUE: queue the admin CLI puts wave commands on (its -poison twin is created too).')
+param wavesQueueName string = 'licshift-waves'
+
+@minLength(3)
+@maxLength(56)
+@description('LICSHIFT_REMOVALS_QUEUE: queue of per-user removal and restore work (its -poison twin is created too).')
+param removalsQueueName string = 'licshift-removals'
+
+@minLength(1)
+@maxLength(55)
+@description('LICSHIFT_TABLE_PREFIX: prefix of the ledger tables (letters and digits, starting with a letter).')
+param tablePrefix string = 'licshift'
+
+@allowed([
+  15
+  20
+  30
+  60
+  120
+  300
+])
+@description('LICSHIFT_TICK_SECONDS: seconds between scheduler ticks; the tick schedule (NCRONTAB, UTC) is derived from it.')
+param tickSeconds int = 60
+
+@description('LICSHIFT_DRIFT_SCHEDULE: NCRONTAB (UTC; Flex has no time zone setting) of the drift watch.')
+param driftSchedule string = '0 0 * * * *'
+
+@allowed([
+  'no-loss'
+  'identical'
+])
+@description('LICSHIFT_POLICY: decision policy.')
+param policy string = 'no-loss'
+
+@description('LICSHIFT_GROUP_ALLOWLIST: comma-separated group ids waves may target. Empty: any group.')
+param groupAllowlist string = ''
+
+@description('LICSHIFT_WRITE_RATE_CEILING: Graph writes per second licshift may use at most, 0.01 to 20 (a string: Bicep has no decimals).')
+param writeRateCeiling string = '10'
+
+@minValue(1)
+@maxValue(1000)
+@description('LICSHIFT_CANARY_MAX_USERS: largest wave allowed without a completed, clean canary.')
+param canaryMaxUsers int = 25
+
+@description('LICSHIFT_KILL_SWITCH: true stops every removal (the control table switch does the same at run time).')
+param killSwitch bool = false
+
+@description('LICSHIFT_GRAPH_ENDPOINT: Microsoft Graph base URL.')
+param graphEndpoint string = 'https://graph.microsoft.com/v1.0'
+
+@description('More app settings (e.g. LICSHIFT_WRITE_RATE_FLOOR). Every deployment rewrites the app settings, so keep tuned values here, not only in the portal.')
+param additionalAppSettings object = {}
+
+var abbrs = loadJsonContent('./abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var functionAppName = '${abbrs.webSitesFunctions}licshift-${resourceToken}'
+var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
+
+// The host moves a message to '<queue>-poison' after maxDequeueCount failures; both poison queues
+// exist up front so their triggers can listen from the first minute.
+var queueNames = [
+  wavesQueueName
+  '${wavesQueueName}-poison'
+  removalsQueueName
+  '${removalsQueueName}-poison'
+]
+var tableNames = [
+  '${tablePrefix}Waves'
+  '${tablePrefix}Outcomes'
+  '${tablePrefix}Control'
+  '${tablePrefix}Events'
+]
+
+// NCRONTAB for each allowed tick length, so LICSHIFT_TICK_SECONDS and the schedule cannot disagree.
+var tickSchedules = {
+  '15': '*/15 * * * * *'
+  '20': '*/20 * * * * *'
+  '30': '*/30 * * * * *'
+  '60': '0 * * * * *'
+  '120': '0 */2 * * * *'
+  '300': '0 */5 * * * *'
+}
+
+// Every %NAME% the bindings use must be set here: the Functions host has no defaults for them.
+var licshiftSettings = {
+  LICSHIFT_GRAPH_ENDPOINT: graphEndpoint
+  LICSHIFT_WAVES_QUEUE: wavesQueueName
+  LICSHIFT_REMOVALS_QUEUE: removalsQueueName
+  LICSHIFT_TABLE_PREFIX: tablePrefix
+  LICSHIFT_TICK_SCHEDULE: tickSchedules['${tickSeconds}']
+  LICSHIFT_TICK_SECONDS: string(tickSeconds)
+  LICSHIFT_DRIFT_SCHEDULE: driftSchedule
+  LICSHIFT_POLICY: policy
+  LICSHIFT_GROUP_ALLOWLIST: groupAllowlist
+  LICSHIFT_WRITE_RATE_CEILING: writeRateCeiling
+  LICSHIFT_CANARY_MAX_USERS: string(canaryMaxUsers)
+  LICSHIFT_KILL_SWITCH: killSwitch ? 'true' : 'false'
+}
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'app/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}licshift-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'app/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: '${abbrs.storageStorageAccounts}${resourceToken}'
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentContainerName
+    queueNames: queueNames
+    tableNames: tableNames
+  }
+}
+
+module monitoring 'app/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    workspaceName: '${abbrs.operationalInsightsWorkspaces}licshift-${resourceToken}'
+    appInsightsName: '${abbrs.insightsComponents}licshift-${resourceToken}'
+    location: location
+    tags: tags
+    retentionInDays: logRetentionInDays
+  }
+}
+
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    appInsightsName: monitoring.outputs.appInsightsName
+    identityPrincipalId: identity.outputs.principalId
+    principalId: principalId
+    principalType: principalType
+  }
+}
+
+module api 'app/api.bicep' = {
+  name: 'api'
+  scope: rg
+  params: {
+    name: functionAppName
+    planName: '${abbrs.webServerFarms}licshift-${resourceToken}'
+    location: location
+    tags: tags
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: deploymentContainerName
+    appInsightsName: monitoring.outputs.appInsightsName
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    appSettings: union(licshiftSettings, additionalAppSettings)
+  }
+  // The host reaches storage with the identity as soon as it starts: grant the roles first.
+  dependsOn: [
+    rbac
+  ]
+}
+
+module insights 'app/insights.bicep' = {
+  name: 'insights'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    appInsightsName: monitoring.outputs.appInsightsName
+    actionGroupName: '${abbrs.insightsActionGroups}licshift-${resourceToken}'
+    alertNamePrefix: '${abbrs.insightsScheduledQueryRules}licshift-'
+    alertEmail: alertEmail
+  }
+}
+
+module graphPermissions 'app/graph-permissions.bicep' = if (grantGraphPermissions) {
+  name: 'graph-permissions'
+  scope: rg
+  params: {
+    principalId: identity.outputs.principalId
+  }
+}
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = api.outputs.name
+output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output AZURE_MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.appInsightsName
+output GRAPH_PERMISSIONS_GRANTED bool = grantGraphPermissions
+// What the licshift CLI needs (it signs in with az login, not with the identity):
+// LicshiftStorage__queueServiceUri / __tableServiceUri = these two endpoints.
+output AZURE_STORAGE_QUEUE_ENDPOINT string = storage.outputs.queueEndpoint
+output AZURE_STORAGE_TABLE_ENDPOINT string = storage.outputs.tableEndpoint
+output LICSHIFT_WAVES_QUEUE string = wavesQueueName
+output LICSHIFT_REMOVALS_QUEUE string = removalsQueueName
+output LICSHIFT_TABLE_PREFIX string = tablePrefix

@@ -1,0 +1,549 @@
+"""Offline checks of the Azure deployment (infra/, azure.yaml): no Bicep compiler is available here, so
+every .bicep file is parsed with pycep-parser and cross-checked against the code it deploys: binding
+expressions, settings defaults, queue and table names, telemetry event kinds, role ids, runtime.
+
+pycep returns identifiers and string literals alike as plain strings; `_resolve` treats a string
+that names a parameter or variable in scope as a reference to it, which is how Bicep reads it too
+for every expression these files use.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from packaging.specifiers import SpecifierSet
+from pycep import BicepParser
+
+from licshift import telemetry
+from licshift.ledger import table_names
+from licshift.settings import STORAGE_CONNECTION, Settings
+from licshift.workqueue import poison_queue
+
+ROOT = Path(__file__).resolve().parents[2]
+INFRA = ROOT / "infra"
+MAIN = INFRA / "main.bicep"
+GRAPH_FILE = INFRA / "app" / "graph-permissions.bicep"
+BINDING_SOURCES = (ROOT / "function_app.py", *sorted((ROOT / "src" / "licshift" / "functions").glob("*.py")))
+
+# Settings the Flex Consumption plan rejects or ignores (functions-app-settings, "Flex Consumption
+# plan deprecations"); WEBSITE_* as a whole is checked by prefix.
+DEPRECATED_ON_FLEX = frozenset(
+    {
+        "FUNCTIONS_WORKER_RUNTIME",
+        "FUNCTIONS_EXTENSION_VERSION",
+        "FUNCTIONS_WORKER_PROCESS_COUNT",
+        "SCM_DO_BUILD_DURING_DEPLOYMENT",
+        "ENABLE_ORYX_BUILD",
+        "AzureWebJobsStorage",  # a connection string: keys are off, the identity settings replace it
+    }
+)
+
+# Azure built-in role definition ids (learn.microsoft.com/azure/role-based-access-control/built-in-roles).
+BUILT_IN_ROLES = {
+    "Storage Blob Data Owner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
+    "Storage Queue Data Contributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
+    "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
+    "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
+}
+
+# What the app cannot run without (design.md "Graph access").
+REQUIRED_GRAPH_ROLES = {"LicenseAssignment.ReadWrite.All", "User.Read.All", "GroupMember.Read.All"}
+
+ALERTED_KINDS = {
+    telemetry.RESTORED,
+    telemetry.HALTED,
+    telemetry.PROCESSING_TIMEOUT,
+    telemetry.POISON,
+    telemetry.REMOVAL_FAILED,
+    telemetry.DRIFT,
+}
+
+_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_KIND_FILTER = re.compile(r'tostring\(customDimensions\.licshift_kind\)\s*(?:==\s*"([^"]*)"|in\s*\(([^)]*)\))')
+
+
+# --- parsing and a small evaluator for the constant part of the templates ---------------------------
+
+
+@cache
+def _parse(path: Path) -> dict[str, Any]:
+    try:
+        return dict(BicepParser().parse(file_path=path))
+    except Exception as exc:  # lark raises several unrelated types; any of them is a failure here
+        pytest.fail(f"{path.relative_to(ROOT)} does not parse with pycep-parser: {exc}")
+
+
+def _bicep_files() -> list[Path]:
+    return sorted(INFRA.rglob("*.bicep"))
+
+
+def _unquote(key: str) -> str:
+    return key[1:-1] if len(key) >= 2 and key[0] == key[-1] == "'" else key
+
+
+def _dotted(expr: Any) -> str | None:
+    """`a.b.c` for a pure property-accessor chain (pycep nests them to the right), else None."""
+    if isinstance(expr, str):
+        return expr
+    if isinstance(expr, dict) and expr.get("operator", {}).get("type") == "property_accessor":
+        operands = expr["operator"]["operands"]
+        head, tail = _dotted(operands["operand_1"]), _dotted(operands["operand_2"])
+        return None if head is None or tail is None else f"{head}.{tail}"
+    return None
+
+
+def _resolve(value: Any, scope: Mapping[str, Any]) -> Any:
+    """The value of a constant expression; anything depending on deployment outputs stays as parsed."""
+    if isinstance(value, str):
+        if value in scope:
+            return scope[value]
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            resolved = scope.get(name)
+            return str(resolved) if isinstance(resolved, str | int) and not isinstance(resolved, bool) else match[0]
+
+        return _INTERPOLATION.sub(substitute, value)
+    if isinstance(value, list):
+        return [_resolve(item, scope) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if "function" in value and len(value) == 1:
+        return _call(value["function"], scope, value)
+    if "operator" in value and len(value) == 1:
+        return _operate(value["operator"], scope, value)
+    return {_unquote(key): _resolve(item, scope) for key, item in value.items()}
+
+
+def _call(function: dict[str, Any], scope: Mapping[str, Any], original: Any) -> Any:
+    args = [_resolve(arg, scope) for arg in function["parameters"].values()]
+    if function["type"] == "string" and isinstance(args[0], int) and not isinstance(args[0], bool):
+        return str(args[0])
+    if function["type"] == "union" and all(isinstance(arg, dict) for arg in args):
+        merged: dict[str, Any] = {}
+        for arg in args:
+            merged.update(arg)
+        return merged
+    return original
+
+
+def _operate(operator: dict[str, Any], scope: Mapping[str, Any], original: Any) -> Any:
+    operands = operator["operands"]
+    if operator["type"] == "conditional":
+        condition = _resolve(operands["condition"], scope)
+        if isinstance(condition, bool):
+            return _resolve(operands["true_value" if condition else "false_value"], scope)
+    if operator["type"] == "index_accessor":
+        target, index = _resolve(operands["operand_1"], scope), _resolve(operands["operand_2"], scope)
+        if isinstance(target, dict) and isinstance(index, str) and index in target:
+            return target[index]
+    return original
+
+
+def _scope(parsed: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Parameters at their defaults (or `overrides`), then variables in file order."""
+    scope: dict[str, Any] = {
+        name: param.get("default") for name, param in parsed.get("parameters", {}).items() if "default" in param
+    }
+    scope.update(overrides or {})
+    for name, variable in parsed.get("variables", {}).items():
+        scope[name] = _resolve(variable["value"], scope)
+    return scope
+
+
+def _module_scope(module_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(parsed module file, its scope) with the parameters main.bicep passes at their defaults."""
+    main = _parse(MAIN)
+    module = main["modules"][module_name]
+    main_scope = _scope(main)
+    passed = {name: _resolve(value, main_scope) for name, value in _body(module["config"])["params"].items()}
+    parsed = _parse(INFRA / module["detail"]["path"])
+    return parsed, _scope(parsed, passed)
+
+
+def _resources(parsed: Mapping[str, Any], resource_type: str) -> list[dict[str, Any]]:
+    """Configs of the resources of one type (a loop's or condition's body)."""
+    return [
+        _body(resource["config"])
+        for resource in parsed.get("resources", {}).values()
+        if resource["type"] == resource_type
+    ]
+
+
+def _body(config: dict[str, Any]) -> dict[str, Any]:
+    """A resource's or module's own properties, under its loop and condition if it has them."""
+    return _body(config["config"]) if "loop_type" in config or "condition" in config else config
+
+
+def _one(parsed: Mapping[str, Any], resource_type: str) -> dict[str, Any]:
+    found = _resources(parsed, resource_type)
+    assert len(found) == 1, f"expected one {resource_type}, found {len(found)}"
+    return found[0]
+
+
+def _app_settings() -> dict[str, Any]:
+    api, scope = _module_scope("api")
+    config = _one(api, "Microsoft.Web/sites/config")
+    assert config["name"] == "appsettings"
+    settings = _resolve(config["properties"], scope)
+    assert isinstance(settings, dict), f"app settings did not resolve to one object: {settings}"
+    return settings
+
+
+def _binding_names() -> set[str]:
+    return {name for path in BINDING_SOURCES for name in re.findall(r"%([A-Za-z0-9_]+)%", path.read_text())}
+
+
+def _kinds_in(kql: str) -> set[str]:
+    kinds: set[str] = set()
+    for single, listed in _KIND_FILTER.findall(kql):
+        kinds.update([single] if single else re.findall(r'"([^"]*)"', listed))
+    return kinds
+
+
+def _telemetry_kinds() -> set[str]:
+    """The closed set of event kinds telemetry.py defines."""
+    return {
+        value
+        for name, value in vars(telemetry).items()
+        if name.isupper() and isinstance(value, str) and re.fullmatch(r"[a-z]+(-[a-z]+)*", value)
+    }
+
+
+def _logged_kinds() -> set[str]:
+    """Event kinds plus the record kinds logged directly with extra={"licshift_kind": ...}."""
+    direct = {
+        kind
+        for path in (ROOT / "src" / "licshift").glob("*.py")
+        for kind in re.findall(r'"licshift_kind":\s*"([a-z-]+)"', path.read_text())
+    }
+    return _telemetry_kinds() | direct
+
+
+def _cron_interval_seconds(schedule: str) -> int:
+    """Seconds between runs of the NCRONTAB forms the tick uses (every N seconds or every M minutes)."""
+    second, minute, *rest = schedule.split()
+    assert len(rest) == 4, schedule
+    assert all(field == "*" for field in rest), schedule
+    if second.startswith("*/") and minute == "*":
+        return int(second[2:])
+    if second == "0" and minute == "*":
+        return 60
+    if second == "0" and minute.startswith("*/"):
+        return 60 * int(minute[2:])
+    raise AssertionError(f"unrecognised tick schedule {schedule!r}")
+
+
+# --- the templates parse ---------------------------------------------------------------------------
+
+
+def test_infra_has_the_expected_files() -> None:
+    names = {path.relative_to(INFRA).as_posix() for path in _bicep_files()}
+    assert {
+        "main.bicep",
+        "app/api.bicep",
+        "app/storage.bicep",
+        "app/rbac.bicep",
+        "app/graph-permissions.bicep",
+    } <= names
+    assert (INFRA / "app" / "workbook.json").is_file()
+
+
+@pytest.mark.parametrize("path", _bicep_files(), ids=lambda p: p.relative_to(INFRA).as_posix())
+def test_bicep_file_parses(path: Path) -> None:
+    parsed = _parse(path)
+    assert parsed.get("resources") or parsed.get("modules"), f"{path.name} declares nothing"
+
+
+def test_every_module_main_uses_exists() -> None:
+    main = _parse(MAIN)
+    assert main["globals"]["scope"]["value"] == "subscription"
+    for name, module in main["modules"].items():
+        assert module["type"] == "local", f"module {name} comes from a registry; keep infra offline-checkable"
+        assert (INFRA / module["detail"]["path"]).is_file(), f"module {name}: {module['detail']['path']} missing"
+
+
+def test_loaded_files_exist_and_abbreviations_cover_their_uses() -> None:
+    main_text = MAIN.read_text()
+    abbreviations = json.loads((INFRA / "abbreviations.json").read_text())
+    used = set(re.findall(r"abbrs\.([A-Za-z]+)", main_text))
+    assert used
+    assert used <= set(abbreviations), f"abbreviations.json lacks {used - set(abbreviations)}"
+    for path in _bicep_files():
+        for loaded in re.findall(r"load(?:Text|Json)Content\('([^']+)'\)", path.read_text()):
+            assert (path.parent / loaded).is_file(), f"{path.name} loads missing {loaded}"
+
+
+def test_main_parameters_map_azd_variables_to_declared_parameters() -> None:
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    declared = _parse(MAIN)["parameters"]
+    assert set(parameters) <= set(declared)
+    assert parameters["environmentName"]["value"] == "${AZURE_ENV_NAME}"
+    assert parameters["location"]["value"] == "${AZURE_LOCATION}"
+    assert parameters["principalId"]["value"] == "${AZURE_PRINCIPAL_ID}"
+    required = {name for name, param in declared.items() if param.get("default") is None}
+    assert required <= set(parameters), f"azd cannot supply {required - set(parameters)}"
+
+
+def test_outputs_azd_and_the_admin_need() -> None:
+    outputs = _parse(MAIN)["outputs"]
+    for name in ("AZURE_LOCATION", "AZURE_TENANT_ID", "AZURE_RESOURCE_GROUP", "AZURE_FUNCTION_APP_NAME"):
+        assert name in outputs
+    for name in ("AZURE_STORAGE_QUEUE_ENDPOINT", "AZURE_STORAGE_TABLE_ENDPOINT", "LICSHIFT_WAVES_QUEUE"):
+        assert name in outputs
+    # azd may change an output name's case; environment variables are case-sensitive on Linux.
+    assert all(name == name.upper() for name in outputs), "keep output names upper case"
+
+
+# --- app settings ----------------------------------------------------------------------------------
+
+
+def test_every_binding_expression_is_an_app_setting() -> None:
+    names = _binding_names()
+    assert {"LICSHIFT_WAVES_QUEUE", "LICSHIFT_REMOVALS_QUEUE", "LICSHIFT_TICK_SCHEDULE"} <= names
+    missing = names - set(_app_settings())
+    assert not missing, f"the host cannot resolve %{'%, %'.join(sorted(missing))}%: set them in infra/main.bicep"
+
+
+def test_deployed_defaults_configure_the_same_app_as_settings_defaults() -> None:
+    deployed = {name: value for name, value in _app_settings().items() if isinstance(value, str)}
+    from_bicep, defaults = Settings.from_env(deployed), Settings()
+    for field in (
+        "graph_endpoint",
+        "waves_queue",
+        "removals_queue",
+        "table_prefix",
+        "tick_schedule",
+        "tick_seconds",
+        "drift_schedule",
+        "write_rate_ceiling",
+        "policy",
+        "group_allowlist",
+        "canary_max_users",
+        "kill_switch",
+    ):
+        assert getattr(from_bicep, field) == getattr(defaults, field), field
+
+
+def test_admin_knobs_are_parameters() -> None:
+    knobs = _parse(MAIN)["variables"]["licshiftSettings"]["value"]
+    parameters = _parse(MAIN)["parameters"]
+    for setting in ("LICSHIFT_POLICY", "LICSHIFT_GROUP_ALLOWLIST", "LICSHIFT_WRITE_RATE_CEILING"):
+        assert knobs[setting] in parameters, f"{setting} is not a parameter"
+    for setting in ("LICSHIFT_CANARY_MAX_USERS", "LICSHIFT_KILL_SWITCH"):
+        assert set(re.findall(r"[A-Za-z]+", json.dumps(knobs[setting]))) & set(parameters), setting
+
+
+def test_tick_seconds_follow_the_tick_schedule() -> None:
+    main = _parse(MAIN)
+    schedules = _scope(main)["tickSchedules"]
+    allowed = next(d["argument"] for d in main["parameters"]["tickSeconds"]["decorators"] if d["type"] == "allowed")
+    assert sorted(int(key) for key in schedules) == sorted(allowed)
+    for seconds, schedule in schedules.items():
+        assert _cron_interval_seconds(schedule) == int(seconds), schedule
+    deployed = _app_settings()
+    assert _cron_interval_seconds(deployed["LICSHIFT_TICK_SCHEDULE"]) == int(deployed["LICSHIFT_TICK_SECONDS"])
+
+
+def test_no_setting_deprecated_on_flex_is_emitted() -> None:
+    names = set(_app_settings())
+    assert not names & DEPRECATED_ON_FLEX
+    assert not [name for name in names if name.startswith("WEBSITE_")]
+    # Nowhere else either (e.g. siteConfig.appSettings): comments are not part of the parse.
+    for path in _bicep_files():
+        dumped = json.dumps(_parse(path))
+        for name in DEPRECATED_ON_FLEX - {"AzureWebJobsStorage"}:
+            assert name not in dumped, f"{path.name} emits {name}"
+        assert "WEBSITE_" not in dumped, f"{path.name} emits a WEBSITE_* setting"
+        for invalid in ("linuxFxVersion", "alwaysOn"):
+            assert invalid not in dumped, f"{path.name}: {invalid} is not valid on Flex"
+
+
+def test_storage_and_telemetry_settings_use_the_managed_identity() -> None:
+    deployed = _app_settings()
+    client_id = "identity.outputs.clientId"  # main.bicep passes the user-assigned identity's
+    for connection in ("AzureWebJobsStorage", STORAGE_CONNECTION):
+        assert deployed[f"{connection}__credential"] == "managedidentity"
+        assert _dotted(deployed[f"{connection}__clientId"]) == client_id
+        for service in ("queue", "table"):
+            uri = _dotted(deployed[f"{connection}__{service}ServiceUri"])
+            assert uri == f"storageAccount.properties.primaryEndpoints.{service}"
+    assert _dotted(deployed["AzureWebJobsStorage__blobServiceUri"]) == "storageAccount.properties.primaryEndpoints.blob"
+    assert _dotted(deployed["AZURE_CLIENT_ID"]) == client_id
+    assert _dotted(deployed["APPLICATIONINSIGHTS_CONNECTION_STRING"]) == "appInsights.properties.ConnectionString"
+    assert deployed["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "Authorization=AAD;ClientId=${identityClientId}"
+    assert deployed["PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"] == "true"
+
+
+# --- resources -------------------------------------------------------------------------------------
+
+
+def test_function_app_is_flex_consumption_python_matching_pyproject() -> None:
+    api, scope = _module_scope("api")
+    plan = _one(api, "Microsoft.Web/serverfarms")
+    assert plan["sku"] == {"name": "FC1", "tier": "FlexConsumption"}
+    app = _resolve(_one(api, "Microsoft.Web/sites"), scope)
+    assert app["kind"] == "functionapp,linux"
+    assert app["tags"]["azd-service-name"] == "api"
+    assert "azd-env-name" in app["tags"]
+    flex = app["properties"]["functionAppConfig"]
+    runtime = flex["runtime"]
+    assert runtime["name"] == "python"
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert runtime["version"] in SpecifierSet(requires), f"runtime {runtime['version']} vs pyproject {requires}"
+    assert flex["scaleAndConcurrency"] == {"instanceMemoryMB": 2048, "maximumInstanceCount": 40}
+    storage = flex["deployment"]["storage"]
+    assert storage["type"] == "blobContainer"
+    assert storage["authentication"]["type"] == "UserAssignedIdentity"
+
+
+def test_storage_account_has_no_keys_and_no_public_blobs() -> None:
+    storage, _ = _module_scope("storage")
+    properties = _one(storage, "Microsoft.Storage/storageAccounts")["properties"]
+    assert properties["allowSharedKeyAccess"] is False
+    assert properties["allowBlobPublicAccess"] is False
+    assert properties["minimumTlsVersion"] == "TLS1_2"
+
+
+def test_queues_are_the_settings_queues_and_their_poison_queues() -> None:
+    storage, scope = _module_scope("storage")
+    queue = _one(storage, "Microsoft.Storage/storageAccounts/queueServices/queues")
+    loop = storage["resources"]["queues"]["config"]["loop_type"]["detail"]
+    assert queue["name"] == loop["item_name"]
+    defaults = Settings()
+    expected = [defaults.waves_queue, defaults.removals_queue]
+    assert sorted(scope[loop["array_name"]]) == sorted([*expected, *map(poison_queue, expected)])
+    # and every queue a trigger listens on (e.g. %LICSHIFT_WAVES_QUEUE%-poison) is one of them
+    deployed = _app_settings()
+    for path in BINDING_SOURCES:
+        for queue_name in re.findall(r'queue_name="([^"]+)"', path.read_text()):
+            resolved = re.sub(r"%([A-Za-z0-9_]+)%", lambda m: deployed[m.group(1)], queue_name)
+            assert resolved in scope[loop["array_name"]], f"{path.name} listens on {resolved}, not declared"
+
+
+def test_tables_are_the_ledger_tables() -> None:
+    storage, scope = _module_scope("storage")
+    loop = storage["resources"]["tables"]["config"]["loop_type"]["detail"]
+    assert sorted(scope[loop["array_name"]]) == sorted(table_names(Settings().table_prefix).values())
+
+
+def test_app_insights_disables_local_auth_and_uses_a_workspace() -> None:
+    monitoring, _ = _module_scope("monitoring")
+    properties = _one(monitoring, "Microsoft.Insights/components")["properties"]
+    assert properties["DisableLocalAuth"] is True
+    assert _dotted(properties["WorkspaceResourceId"]) == "workspace.id"
+
+
+def test_role_ids_are_the_built_in_roles_they_are_named_for() -> None:
+    rbac, scope = _module_scope("rbac")
+    roles = [*scope["storageRoles"], scope["monitoringRole"]]
+    named = {role["name"]: role["id"] for role in roles}
+    assert named == BUILT_IN_ROLES
+    scopes = {_dotted(config["scope"]) for config in _resources(rbac, "Microsoft.Authorization/roleAssignments")}
+    assert scopes == {"storageAccount", "appInsights"}
+
+
+def test_the_app_starts_after_its_roles_are_granted() -> None:
+    assert "rbac" in _parse(MAIN)["modules"]["api"]["config"]["dependsOn"]
+
+
+# --- Microsoft Graph permissions -------------------------------------------------------------------
+
+
+def test_graph_permissions_are_optional_and_least_privilege() -> None:
+    main = _parse(MAIN)
+    assert main["parameters"]["grantGraphPermissions"]["default"] is True
+    module = next(m for m in main["modules"].values() if INFRA / m["detail"]["path"] == GRAPH_FILE)
+    assert module["config"]["condition"] == "grantGraphPermissions"
+    assert _dotted(_body(module["config"])["params"]["principalId"]) == "identity.outputs.principalId"
+    graph = _parse(GRAPH_FILE)
+    assert {r["type"] for r in graph["resources"].values()} == {
+        "Microsoft.Graph/servicePrincipals",
+        "Microsoft.Graph/appRoleAssignedTo",
+    }, "keep the Graph extension file to the grant alone"
+    roles = set(graph["parameters"]["appRoleNames"]["default"])
+    assert roles >= REQUIRED_GRAPH_ROLES
+    assert not {role for role in roles if "Directory." in role or role.endswith("User.ReadWrite.All")}
+    grant = json.dumps(_one(graph, "Microsoft.Graph/appRoleAssignedTo")["appRoleId"])
+    assert '"filter"' in grant, "resolve app roles by value from the Graph service principal"
+
+
+def test_graph_extension_alias_is_configured_and_deployer_rights_documented() -> None:
+    alias = next(iter(_parse(GRAPH_FILE)["extensions"]))
+    config = json.loads((INFRA / "bicepconfig.json").read_text())
+    assert config["extensions"][alias].startswith("br:mcr.microsoft.com/bicep/extensions/microsoftgraph/v1.0:")
+    text = GRAPH_FILE.read_text()
+    assert "AppRoleAssignment.ReadWrite.All" in text
+    assert "Application.Read.All" in text
+
+
+# --- workbook and alerts ---------------------------------------------------------------------------
+
+
+def test_workbook_is_valid_and_queries_only_known_kinds() -> None:
+    workbook = json.loads((INFRA / "app" / "workbook.json").read_text())
+    assert workbook["version"] == "Notebook/1.0"
+    queries = [item["content"]["query"] for item in workbook["items"] if item["type"] == 3]
+    assert len(queries) >= 6
+    known = _logged_kinds()
+    shown: set[str] = set()
+    for query in queries:
+        kinds = _kinds_in(query)
+        assert kinds, f"workbook query filters on no licshift_kind: {query}"
+        assert kinds <= known, f"workbook queries kinds nobody logs: {kinds - known}"
+        shown |= kinds
+    assert {telemetry.THROTTLED, telemetry.RESTORED, telemetry.HALTED, telemetry.DRIFT, "outcome"} <= shown
+
+
+def test_workbook_resource_loads_the_json_under_a_stable_guid_name() -> None:
+    insights, _ = _module_scope("insights")
+    workbook = _one(insights, "Microsoft.Insights/workbooks")
+    assert workbook["name"]["function"]["type"] == "guid"
+    dumped = json.dumps(workbook["properties"]["serializedData"])
+    assert "load_text_content" in dumped
+    assert "workbook.json" in dumped
+    placeholder = json.loads((INFRA / "app" / "workbook.json").read_text())["fallbackResourceIds"][0]
+    assert placeholder in dumped, "the workbook's resource placeholder is not replaced"
+
+
+def test_alerts_fire_on_the_alert_level_events_telemetry_defines() -> None:
+    insights, scope = _module_scope("insights")
+    rules = scope["alertRules"]
+    defined = _telemetry_kinds()
+    alerted: set[str] = set()
+    for rule in rules:
+        kinds = _kinds_in(rule["query"])
+        assert kinds, f"alert {rule['name']} filters on no licshift_kind"
+        assert kinds <= defined, f"alert {rule['name']} queries {kinds}; telemetry defines {defined}"
+        assert 0 <= rule["severity"] <= 4
+        alerted |= kinds
+    assert alerted == ALERTED_KINDS
+    loop = insights["resources"]["alerts"]["config"]["loop_type"]["detail"]
+    assert loop["array_name"] == "alertRules"
+    rule = _one(insights, "Microsoft.Insights/scheduledQueryRules")
+    assert rule["kind"] == "LogAlert"
+    criteria = rule["properties"]["criteria"]["allOf"][0]
+    assert _dotted(criteria["query"]) == f"{loop['item_name']}.query"
+    assert rule["properties"]["actions"]["actionGroups"]
+
+
+# --- azd -------------------------------------------------------------------------------------------
+
+
+def test_azure_yaml_deploys_the_repo_root_as_a_python_function_app() -> None:
+    project = yaml.safe_load((ROOT / "azure.yaml").read_text())
+    api = project["services"]["api"]
+    assert api["language"] == "python"
+    assert api["host"] == "function"
+    root = (ROOT / api["project"]).resolve()
+    assert root == ROOT
+    for name in ("function_app.py", "host.json", "requirements.txt"):
+        assert (root / name).is_file()
