@@ -83,14 +83,12 @@ async def _check_group(rt: Runtime, group_id: str, waves: list[Wave], report: Dr
             found.setdefault(row.wave_id, []).append(finding)
             await telemetry.emit(
                 rt.ledger,
-                Event(
-                    kind=telemetry.DRIFT,
-                    message=f"user {finding.user_principal_name or finding.user_id} has a direct assignment of "
+                telemetry.event_for(
+                    row,
+                    telemetry.DRIFT,
+                    f"user {finding.user_principal_name or finding.user_id} has a direct assignment of "
                     f"{finding.sku_id} again after wave {finding.wave_id} removed it (a legacy script?)",
                     severity=Severity.WARNING,
-                    wave_id=row.wave_id,
-                    user_id=row.user_id,
-                    sku_id=row.sku_id,
                     actor=ACTOR,
                 ),
                 now,

@@ -13,7 +13,9 @@
                                 already (a retried POST) -> post-check
     read again (S3)             the SKU still effective with every plan it had -> REMOVED
                                 else restore the snapshot (the only addLicenses, S2) -> RESTORED,
-                                the wave halts, an alert
+                                the wave halts, an alert; a restore Graph throttles or refuses is
+                                queued as a restore task and the row stays REMOVING until it is done
+A throttled read anywhere re-sends the task after Retry-After, like a throttled write.
 Graph 5xx and dropped connections propagate: the host redelivers and the REMOVING marker makes the
 retry reconcile instead of acting twice. After maxDequeueCount the poison handler reconciles the same
 way and marks the row FAILED if the direct assignment is still there.
@@ -37,11 +39,12 @@ from licshift.graphport import (
     NotAssigned,
     NotFound,
     Throttled,
+    TransientGraphError,
     UserLicenses,
 )
 from licshift.licenses import DirectAssignment, Sku, direct_assignment, effective_plans, has_effective_sku
 from licshift.messages import MalformedMessage, Task, TaskKind, encode_task, parse_task
-from licshift.outcomes import FINAL_OUTCOMES, Control, Event, Outcome, OutcomeStatus, Severity
+from licshift.outcomes import FINAL_OUTCOMES, Event, Outcome, OutcomeStatus, Severity
 from licshift.runtime import Runtime, UnknownSku
 from licshift.storeport import ConcurrencyConflict
 from licshift.waves import STOPPED_STATUSES, Refused, Wave, WaveEvent, WaveStatus, apply
@@ -54,6 +57,14 @@ RESTORE_ATTEMPTS = 3
 RESTORE_WAIT_CAP = 120.0
 """Seconds a restore after a loss waits in-process for Graph's Retry-After before queueing itself."""
 HALT_ATTEMPTS = 5
+OWNER_SECONDS = 60.0
+"""How long a REMOVING row belongs to the delivery that marked it. Another delivery of the same task
+that finds the direct assignment still there within this window leaves it alone (it re-queues
+itself for later): the owner may be between its last check and its Graph call, and a second
+removal would be a wasted write. A delivery that fails releases the row at once (graph_error set);
+one that died holds it at most this long."""
+RESTORE_RETRY_SECONDS = 2.0
+"""Delay of a restore task queued after Graph failed or refused a restore (not throttling)."""
 
 
 class RemovalNotVisible(Exception):
@@ -67,14 +78,14 @@ class _Stop:
     detail: str
 
 
-def _stop(wave: Wave | None, control: Control) -> _Stop | None:
+def _stop(wave: Wave | None, kill_switch: bool) -> _Stop | None:
     """Why no removal may happen now (S5), and where the row goes: back to PLANNED when the wave
     will continue (paused, kill switch), NOT_ATTEMPTED when it will not."""
     if wave is None:
         return _Stop(OutcomeStatus.NOT_ATTEMPTED, "wave no longer exists")
     if wave.status in STOPPED_STATUSES or wave.status is WaveStatus.ROLLING_BACK:
         return _Stop(OutcomeStatus.NOT_ATTEMPTED, f"wave {wave.status} before this removal")
-    if control.kill_switch:
+    if kill_switch:
         return _Stop(OutcomeStatus.PLANNED, "kill switch on: returned to the plan")
     if wave.status is WaveStatus.REMOVING:
         return None
@@ -92,9 +103,16 @@ async def handle_task_message(rt: Runtime, text: str) -> str:
 
 
 async def run_task(rt: Runtime, task: Task) -> str:
-    if task.kind is TaskKind.REMOVE:
-        return await remove(rt, task)
-    return await restore(rt, task)
+    try:
+        if task.kind is TaskKind.REMOVE:
+            return await remove(rt, task)
+        return await restore(rt, task)
+    except Throttled as exc:
+        # A throttled read (the SDK's own retries gave up). Every step leaves its row where a later
+        # delivery continues (a removal that may have happened stays REMOVING), so the task is sent
+        # again after Retry-After, like a throttled write: never a hot retry, never a failed delivery.
+        await _throttled(rt, task, exc)
+        return "throttled"
 
 
 async def _rejected(rt: Runtime, reason: str, raw: str) -> None:
@@ -123,9 +141,10 @@ async def _save(rt: Runtime, row: Outcome, etag: str) -> str | None:
     return new_etag
 
 
-async def _state(rt: Runtime, task: Task) -> tuple[Wave | None, Control]:
+async def _state(rt: Runtime, task: Task) -> tuple[Wave | None, bool]:
+    """The task's wave and whether a kill switch is on: the control row's or LICSHIFT_KILL_SWITCH."""
     wave, control = await asyncio.gather(rt.ledger.get_wave(task.wave_id), rt.ledger.get_control())
-    return (wave.value if wave else None), control.value
+    return (wave.value if wave else None), control.value.kill_switch or rt.settings.kill_switch
 
 
 async def remove(rt: Runtime, task: Task) -> str:
@@ -136,8 +155,8 @@ async def remove(rt: Runtime, task: Task) -> str:
     row, etag = loaded.value, loaded.etag
     if row.status in FINAL_OUTCOMES:
         return row.status.value
-    wave, control = await _state(rt, task)
-    stop = _stop(wave, control)
+    wave, kill_switch = await _state(rt, task)
+    stop = _stop(wave, kill_switch)
     if stop is not None and row.status is not OutcomeStatus.REMOVING:
         await _settle(rt, row, etag, stop)
         return stop.status.value
@@ -152,6 +171,10 @@ async def remove(rt: Runtime, task: Task) -> str:
     if row.status is OutcomeStatus.REMOVING and direct_assignment(fresh.states, sku.sku_id) is None:
         # An earlier delivery removed it and stopped before recording the result.
         return await _post_check(rt, row, etag, sku, fresh)
+    held = _owner_holds(rt, row)
+    if held > 0:
+        await rt.queue.send(rt.settings.removals_queue, encode_task(task), delay_seconds=held + 1.0)
+        return "busy"
     if stop is not None or wave is None:
         await _settle(rt, row, etag, stop or _Stop(OutcomeStatus.NOT_ATTEMPTED, "wave no longer exists"))
         return (stop.status if stop else OutcomeStatus.NOT_ATTEMPTED).value
@@ -187,17 +210,21 @@ async def remove(rt: Runtime, task: Task) -> str:
         return "busy"
     # Right before the write (S5): the wave and the kill switch again, and that no other delivery
     # of this task took the row over since we marked it (it would be about to write too).
-    (wave, control), mine = await asyncio.gather(
+    (wave, kill_switch), mine = await asyncio.gather(
         _state(rt, task), rt.ledger.get_outcome(task.wave_id, task.user_id, task.sku_id)
     )
     if mine is None or mine.etag != marked_etag:
         return "busy"
-    stop = _stop(wave, control)
+    stop = _stop(wave, kill_switch)
     if stop is not None:
         await _settle(rt, replace(marked, attempts=row.attempts), marked_etag, stop)
         return stop.status.value
     try:
         await rt.graph.remove_direct(task.user_id, sku.sku_id)
+    except (TransientGraphError, OSError) as exc:
+        # Release the row before the host redelivers: a retry must not wait for the owner window.
+        await _save(rt, replace(marked, graph_error=f"interrupted: {exc}"), marked_etag)
+        raise
     except Throttled as exc:
         # The row stays REMOVING (a message is on the queue again): a 429 does not prove the write
         # was not applied, and the marker with its snapshot lets the next delivery reconcile.
@@ -218,6 +245,14 @@ async def remove(rt: Runtime, task: Task) -> str:
     return await _post_check(rt, marked, marked_etag, sku, after)
 
 
+def _owner_holds(rt: Runtime, row: Outcome) -> float:
+    """Seconds another delivery still owns this REMOVING row (0: nobody, take it over)."""
+    if row.status is not OutcomeStatus.REMOVING or row.graph_error or row.updated_at is None:
+        return 0.0
+    age = (rt.now() - row.updated_at).total_seconds()
+    return max(0.0, OWNER_SECONDS - age)
+
+
 async def _settle(rt: Runtime, row: Outcome, etag: str, stop: _Stop) -> None:
     await _save(rt, replace(row, status=stop.status, detail=stop.detail, actor=ACTOR), etag)
 
@@ -227,13 +262,11 @@ async def _fail(rt: Runtime, row: Outcome, etag: str, error: str) -> str:
     await _save(rt, failed, etag)
     await telemetry.emit(
         rt.ledger,
-        Event(
-            kind=telemetry.REMOVAL_FAILED,
-            message=f"removal of {row.sku_id} from {row.user_principal_name or row.user_id} failed: {error}",
+        telemetry.event_for(
+            row,
+            telemetry.REMOVAL_FAILED,
+            f"removal of {row.sku_id} from {row.user_principal_name or row.user_id} failed: {error}",
             severity=Severity.WARNING,
-            wave_id=row.wave_id,
-            user_id=row.user_id,
-            sku_id=row.sku_id,
             actor=ACTOR,
         ),
         rt.now(),
@@ -255,13 +288,10 @@ async def _throttled(rt: Runtime, task: Task, exc: Throttled) -> None:
     await rt.queue.send(rt.settings.removals_queue, encode_task(task), delay_seconds=max(0.0, exc.retry_after))
     await telemetry.emit(
         rt.ledger,
-        Event(
-            kind=telemetry.THROTTLED,
-            message=f"Graph throttled the {task.kind} of {task.sku_id} for {task.user_id}; "
-            f"retrying in {exc.retry_after:g} s",
-            wave_id=task.wave_id,
-            user_id=task.user_id,
-            sku_id=task.sku_id,
+        telemetry.event_for(
+            task,
+            telemetry.THROTTLED,
+            f"Graph throttled the {task.kind} of {task.sku_id} for {task.user_id}; retrying in {exc.retry_after:g} s",
             actor=ACTOR,
             data={"retry_after": exc.retry_after},
         ),
@@ -275,7 +305,13 @@ def _kept(user: UserLicenses, sku: Sku, before: frozenset[str]) -> tuple[bool, f
 
 
 async def _post_check(rt: Runtime, row: Outcome, etag: str, sku: Sku, after_read: UserLicenses) -> str:
-    """S3 on a read taken after the removal: nothing lost -> REMOVED; else restore + halt + alert."""
+    """S3 on a read taken after the removal: nothing lost -> REMOVED; else restore + halt + alert.
+
+    The order after a loss matters: restore first (every second without the license is an outage),
+    then record, halt and alert, none of which may hinge on another Graph call succeeding. A row left
+    REMOVING with its direct assignment back would look to a redelivery like a removal not yet made,
+    and be decided (and possibly removed) afresh in a wave that is not halted yet.
+    """
     kept, after = _kept(after_read, sku, row.before_plans)
     if kept:
         if direct_assignment(after_read.states, sku.sku_id) is not None:
@@ -285,57 +321,86 @@ async def _post_check(rt: Runtime, row: Outcome, etag: str, sku: Sku, after_read
         await _save(rt, replace(row, status=OutcomeStatus.REMOVED, after_plans=after, actor=ACTOR), etag)
         return OutcomeStatus.REMOVED.value
     lost = sku.describe(row.before_plans - after)
-    wrote = await _restore_now(rt, row, after_read)
-    final_read = await rt.graph.user_licenses(row.user_id)
-    _, restored_plans = _kept(final_read, sku, row.before_plans)
     detail = "lost " + (", ".join(p.name or p.plan_id for p in lost) or f"the SKU {sku.part_number or sku.sku_id}")
-    restored = replace(
-        row,
-        status=OutcomeStatus.RESTORED,
-        after_plans=restored_plans,
-        detail=detail + ("; direct assignment restored" if wrote else "; restore queued"),
-        actor=ACTOR,
-    )
-    await _save(rt, restored, etag)
+    restore = await _restore_now(rt, row, after_read)
+    if restore.wrote:
+        restored_plans, reread = await _read_plans(rt, row.user_id, sku)
+        final = replace(
+            row,
+            status=OutcomeStatus.RESTORED,
+            after_plans=restored_plans,
+            detail=f"{detail}; direct assignment restored" + reread,
+            actor=ACTOR,
+        )
+    else:
+        # Not put back yet: the row stays REMOVING (not final), so the queued restore task, a
+        # redelivery or the scheduler's re-send of stale rows reconciles it from a fresh read.
+        restored_plans = after
+        final = replace(row, after_plans=after, detail=f"{detail}; {restore.summary}", graph_error=restore.error)
+    await _save(rt, final, etag)
     await telemetry.emit(
         rt.ledger,
-        Event(
-            kind=telemetry.RESTORED,
-            message=f"user {row.user_principal_name or row.user_id} {detail} after the removal of "
-            f"{sku.part_number or sku.sku_id}; "
-            + ("the direct assignment was restored" if wrote else "restore queued"),
+        telemetry.event_for(
+            row,
+            telemetry.RESTORED,
+            f"user {row.user_principal_name or row.user_id} {detail} after the removal of "
+            f"{sku.part_number or sku.sku_id}; {restore.summary}",
             severity=Severity.ALERT,
-            wave_id=row.wave_id,
-            user_id=row.user_id,
-            sku_id=row.sku_id,
             actor=ACTOR,
             data={
                 "before_plans": sorted(row.before_plans),
                 "after_removal_plans": sorted(after),
                 "after_restore_plans": sorted(restored_plans),
+                "wrote": restore.wrote,
             },
         ),
         rt.now(),
     )
-    await halt_wave(rt, row.wave_id, f"user {row.user_id} {detail} after removal; restored from the snapshot")
-    return OutcomeStatus.RESTORED.value
+    await halt_wave(rt, row.wave_id, f"user {row.user_id} {detail} after removal; {restore.summary}")
+    return OutcomeStatus.RESTORED.value if restore.wrote else "restore-pending"
 
 
-async def _restore_now(rt: Runtime, row: Outcome, current: UserLicenses) -> bool:
+async def _read_plans(rt: Runtime, user_id: str, sku: Sku) -> tuple[frozenset[str], str]:
+    """The user's effective plans of `sku` for the ledger's after state; a failed read is noted, not
+    raised (the restore it would describe has already happened)."""
+    try:
+        user = await rt.graph.user_licenses(user_id)
+    except GraphError as exc:
+        return frozenset(), f" (not re-read: {exc})"
+    return effective_plans(user.states, sku), ""
+
+
+@dataclass(frozen=True, slots=True)
+class _RestoreResult:
+    wrote: bool
+    summary: str
+    error: str = ""
+
+
+async def _restore_now(rt: Runtime, row: Outcome, current: UserLicenses) -> _RestoreResult:
     """Put the snapshot back at once (a user without a license is an outage). Throttling is waited
-    out in-process a few times; past that a restore task is queued. True if this call wrote it."""
-    if row.snapshot is None or direct_assignment(current.states, row.sku_id) is not None:
-        return False
-    for attempt in range(RESTORE_ATTEMPTS):
+    out in-process a few times; past that, or when Graph fails or refuses the write, a restore task
+    is queued, which tries again until Graph accepts it (or its poison handler alerts)."""
+    if direct_assignment(current.states, row.sku_id) is not None:
+        return _RestoreResult(False, "a direct assignment still shows: nothing to restore yet")
+    task = Task(TaskKind.RESTORE, row.wave_id, row.user_id, row.sku_id)
+    if row.snapshot is None:
+        await rt.queue.send(rt.settings.removals_queue, encode_task(task))
+        return _RestoreResult(False, "no recorded snapshot; restore task queued", "no recorded snapshot")
+    attempts = 0
+    while True:
+        attempts += 1
         try:
             await rt.graph.restore_direct(row.user_id, row.snapshot)
-            return True
+            return _RestoreResult(True, "the direct assignment was restored")
         except Throttled as exc:
-            if attempt + 1 == RESTORE_ATTEMPTS:
-                await _throttled(rt, Task(TaskKind.RESTORE, row.wave_id, row.user_id, row.sku_id), exc)
-                return False
+            if attempts >= RESTORE_ATTEMPTS:
+                await _throttled(rt, task, exc)
+                return _RestoreResult(False, "restore throttled; restore task queued", f"throttled: {exc}")
             await asyncio.sleep(min(RESTORE_WAIT_CAP, max(0.0, exc.retry_after)))
-    return False
+        except GraphError as exc:
+            await rt.queue.send(rt.settings.removals_queue, encode_task(task), delay_seconds=RESTORE_RETRY_SECONDS)
+            return _RestoreResult(False, f"restore failed ({exc}); restore task queued", str(exc))
 
 
 async def halt_wave(rt: Runtime, wave_id: str, reason: str) -> None:
@@ -407,7 +472,7 @@ async def restore(rt: Runtime, task: Task) -> str:
         row,
         status=target,
         after_plans=effective_plans(fresh.states, sku),
-        detail=("rolled back" if rollback else "restored")
+        detail=("rolled back" if rollback else (row.detail + "; " if row.detail else "") + "restored")
         + ("" if wrote else "; a direct assignment was already there"),
         actor=ACTOR,
     )
@@ -415,14 +480,12 @@ async def restore(rt: Runtime, task: Task) -> str:
         return "busy"
     await telemetry.emit(
         rt.ledger,
-        Event(
-            kind=telemetry.ROLLED_BACK if rollback else telemetry.RESTORED,
-            message=f"{'rolled back' if rollback else 'restored'} the direct assignment of {task.sku_id} for "
+        telemetry.event_for(
+            task,
+            telemetry.ROLLED_BACK if rollback else telemetry.RESTORED,
+            f"{'rolled back' if rollback else 'restored'} the direct assignment of {task.sku_id} for "
             f"{row.user_principal_name or task.user_id}" + ("" if wrote else " (already present, nothing written)"),
             severity=Severity.INFO if rollback else Severity.ALERT,
-            wave_id=task.wave_id,
-            user_id=task.user_id,
-            sku_id=task.sku_id,
             actor=ACTOR,
             data={"wrote": wrote},
         ),

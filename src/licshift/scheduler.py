@@ -9,11 +9,14 @@ tick's write budget, then for every active wave, oldest first:
                  write outcome rows in batches; dry run -> PLANNED (nothing written to Graph, S2),
                  else -> REMOVING
     REMOVING     enqueue the next slice of PLANNED rows within the shared budget, spread over the tick
-                 with visibility delays; no removal left -> VERIFYING; failures >= threshold -> HALTED
-    VERIFYING    re-scan the group; every REMOVED user must still have the SKU with at least the
-                 plans recorded before removal; a loss -> restore + HALTED + alert; else COMPLETED
+                 with visibility delays, only while the group's processing is complete (else hold);
+                 no removal left -> VERIFYING; failures >= threshold -> HALTED
+    VERIFYING    once the group's processing is complete, re-scan the group; every REMOVED user must
+                 still have the SKU with at least the plans recorded before removal; a loss -> restore +
+                 HALTED + alert; else COMPLETED
     ROLLING_BACK enqueue rollback-restore tasks for REMOVED rows within budget; none left -> ROLLED_BACK
-    HALTED, CANCELLED   close PLANNED/ENQUEUED rows as NOT_ATTEMPTED (in-flight ones finish first)
+    HALTED, CANCELLED   close PLANNED/ENQUEUED rows as NOT_ATTEMPTED (in-flight ones finish first; a
+                 REMOVING row that stopped moving has its task sent again so the remover post-checks it)
 
 Every write to a wave row is conditional on its ETag, every write to an outcome row too, and every
 step is a function of the stored rows, so two ticks running at once by accident, or a tick that
@@ -59,6 +62,7 @@ STALE_TICKS = 10
 STALE_MINIMUM = timedelta(minutes=2)
 USER_NOT_FOUND = "user-not-found"
 ACTOR = "scheduler"
+HOLD_REASON = "holding: group license processing is"
 ENQUEUE_CONCURRENCY = 8
 """Rows marked and sent at once: a slice of a few hundred must fit well within one tick."""
 
@@ -138,7 +142,9 @@ async def tick(rt: Runtime, *, past_due: bool = False) -> TickReport:
     rate = next_rate(control.value.write_rate, sum(throttles.values()), limits)
     slots = tick_budget(rate, settings.tick_seconds, already_used=worker_restores)
     report = TickReport(rate=rate, budget=slots, throttled=sum(throttles.values()))
-    ctx = _Context(rt, now, Budget(spread(slots, settings.tick_seconds)), control.value.kill_switch, throttles, report)
+    # Either switch stops removals: the control row (flipped at run time) or LICSHIFT_KILL_SWITCH.
+    kill_switch = control.value.kill_switch or settings.kill_switch
+    ctx = _Context(rt, now, Budget(spread(slots, settings.tick_seconds)), kill_switch, throttles, report)
 
     for wave in await rt.ledger.list_waves():
         if not _needs_work(wave):
@@ -173,8 +179,11 @@ async def tick(rt: Runtime, *, past_due: bool = False) -> TickReport:
 
 
 def _needs_work(wave: Wave) -> bool:
-    if wave.status in (WaveStatus.PAUSED, WaveStatus.PLANNED, WaveStatus.COMPLETED, WaveStatus.ROLLED_BACK):
+    if wave.status in (WaveStatus.PLANNED, WaveStatus.COMPLETED, WaveStatus.ROLLED_BACK):
         return False
+    if wave.status is WaveStatus.PAUSED:
+        # Only to reconcile an in-flight removal that stopped moving (enqueued counts REMOVING rows).
+        return wave.counters.enqueued > 0
     if wave.status in (WaveStatus.HALTED, WaveStatus.CANCELLED):
         return wave.counters.pending > 0
     return True
@@ -250,6 +259,8 @@ async def _advance(ctx: _Context, wave_id: str) -> str:
         await _rolling_back(handle)
     if handle.wave.status in (WaveStatus.HALTED, WaveStatus.CANCELLED):
         await _close_leftovers(handle)
+    if handle.wave.status is WaveStatus.PAUSED:
+        await _reconcile_stuck(ctx, handle.wave, await _rows(ctx.rt, wave_id))
     return handle.wave.status.value
 
 
@@ -418,8 +429,21 @@ async def _removing(h: _Handle) -> None:
         await h.move(WaveEvent.REMOVALS_DONE, f"every removal has an outcome ({counters.removed} removed)", counters)
         return
     if ctx.kill_switch:
+        # No new removal; a stuck in-flight one is still reconciled (the remover only post-checks it).
+        await _reconcile_stuck(ctx, wave, rows)
         await h.save(replace(wave, counters=counters))
         return
+    processing = await _processing_state(h)
+    if processing != PROCESSING_COMPLETE:
+        # Microsoft's step 4 holds during the whole wave, not only at the scan: while the group is
+        # processed again (its license options changed, members added), a member's fresh read can
+        # still show the inherited plans from before, so the remover's check cannot see the loss.
+        await _reconcile_stuck(ctx, wave, rows)
+        reason = f"{HOLD_REASON} {processing or 'unknown'}; removals resume when it is complete"
+        await h.save(replace(wave, counters=counters, status_reason=reason))
+        return
+    if wave.status_reason.startswith(HOLD_REASON):
+        wave = replace(wave, status_reason="group license processing is complete again; removing")
     cursor = wave.enqueue_cursor
     delays = ctx.budget.take(counters.planned)
     sent, cursor = await _enqueue_planned(ctx, wave, delays, cursor)
@@ -432,6 +456,16 @@ async def _removing(h: _Handle) -> None:
     moved = len(sent)
     counters = replace(counters, planned=counters.planned - moved, enqueued=counters.enqueued + moved)
     await h.save(replace(wave, counters=counters, enqueue_cursor=cursor))
+
+
+async def _processing_state(h: _Handle) -> str | None:
+    """The group's licenseProcessingState; a deleted group reads as complete (every fresh read then
+    shows nothing inherited from it, and the remover blocks)."""
+    try:
+        info = await h.ctx.rt.graph.group_license_info(h.wave.group_id)
+    except NotFound:
+        return PROCESSING_COMPLETE
+    return info.processing_state
 
 
 async def _enqueue_planned(
@@ -482,6 +516,14 @@ async def _enqueue_one(ctx: _Context, row: Outcome, delay: float) -> Outcome | N
     return enqueued
 
 
+async def _reconcile_stuck(ctx: _Context, wave: Wave, rows: Iterable[Outcome]) -> None:
+    """Send again the task of REMOVING rows that stopped moving, whatever the wave's status: the
+    removal may have happened, and only the remover's post-check can tell whether the user lost
+    something and needs the snapshot back. For a stopped wave the remover never removes; it
+    post-checks (and restores) or closes the row."""
+    await _resend_stale(ctx, wave, rows, TaskKind.REMOVE, (OutcomeStatus.REMOVING,))
+
+
 async def _resend_stale(
     ctx: _Context, wave: Wave, rows: Iterable[Outcome], kind: TaskKind, statuses: tuple[OutcomeStatus, ...]
 ) -> None:
@@ -517,6 +559,12 @@ async def _resend_stale(
 
 async def _verifying(h: _Handle) -> None:
     ctx, rt, wave = h.ctx, h.ctx.rt, h.wave
+    processing = await _processing_state(h)
+    if processing != PROCESSING_COMPLETE:
+        # A re-scan now would read inherited plans that are about to change: verify once they settle.
+        reason = f"{HOLD_REASON} {processing or 'unknown'}; verification waits until it is complete"
+        await h.save(replace(wave, status_reason=reason))
+        return
     skus = await _skus(h)
     if skus is None:
         return
@@ -570,14 +618,12 @@ async def _verifying(h: _Handle) -> None:
 async def _drift_event(ctx: _Context, row: Outcome, when: str) -> None:
     await telemetry.emit(
         ctx.rt.ledger,
-        Event(
-            kind=telemetry.DRIFT,
-            message=f"user {row.user_principal_name or row.user_id} has a direct assignment of {row.sku_id} again "
+        telemetry.event_for(
+            row,
+            telemetry.DRIFT,
+            f"user {row.user_principal_name or row.user_id} has a direct assignment of {row.sku_id} again "
             f"({when}); a legacy script probably re-added it",
             severity=Severity.WARNING,
-            wave_id=row.wave_id,
-            user_id=row.user_id,
-            sku_id=row.sku_id,
             actor=ACTOR,
         ),
         ctx.now,
@@ -604,13 +650,11 @@ async def restore_after_loss(
             await rt.queue.send(rt.settings.removals_queue, encode_task(task), delay_seconds=delay)
             await telemetry.emit(
                 rt.ledger,
-                Event(
-                    kind=telemetry.RESTORED,
-                    message=f"user {row.user_id} lost plans of {row.sku_id} ({found_by}); restore queued after: {exc}",
+                telemetry.event_for(
+                    row,
+                    telemetry.RESTORED,
+                    f"user {row.user_id} lost plans of {row.sku_id} ({found_by}); restore queued after: {exc}",
                     severity=Severity.ALERT,
-                    wave_id=row.wave_id,
-                    user_id=row.user_id,
-                    sku_id=row.sku_id,
                     actor=ACTOR,
                 ),
                 now,
@@ -631,14 +675,12 @@ async def restore_after_loss(
         log.warning("outcome %s/%s changed while restoring", row.wave_id, row.key)
     await telemetry.emit(
         rt.ledger,
-        Event(
-            kind=telemetry.RESTORED,
-            message=f"user {row.user_principal_name or row.user_id} lost plans of {row.sku_id} ({found_by}); "
+        telemetry.event_for(
+            row,
+            telemetry.RESTORED,
+            f"user {row.user_principal_name or row.user_id} lost plans of {row.sku_id} ({found_by}); "
             + ("the recorded direct assignment was restored" if wrote else "a direct assignment is present"),
             severity=Severity.ALERT,
-            wave_id=row.wave_id,
-            user_id=row.user_id,
-            sku_id=row.sku_id,
             actor=ACTOR,
             data={"before_plans": sorted(row.before_plans), "after_plans": sorted(after), "wrote": wrote},
         ),
@@ -671,6 +713,7 @@ async def _rolling_back(h: _Handle) -> None:
         await rt.queue.send(rt.settings.removals_queue, encode_task(task), delay_seconds=delay)
         cursor = row.key
     ctx.budget.used -= len(delays) - len(candidates)
+    await _reconcile_stuck(ctx, wave, rows)
     if not candidates and cursor and ctx.now - wave.updated_at > stale_after(rt.settings.tick_seconds):
         # A full pass went out and rows are still REMOVED with no progress: send their tasks again.
         cursor = ""
@@ -680,7 +723,9 @@ async def _rolling_back(h: _Handle) -> None:
 async def _close_leftovers(h: _Handle) -> None:
     reason = "wave halted" if h.wave.status is WaveStatus.HALTED else "wave cancelled"
     await _close(h.ctx, h.wave, (OutcomeStatus.PLANNED, OutcomeStatus.ENQUEUED), f"{reason} before this removal")
-    counters = _counters(h, await _rows(h.ctx.rt, h.wave.wave_id))
+    rows = await _rows(h.ctx.rt, h.wave.wave_id)
+    await _reconcile_stuck(h.ctx, h.wave, rows)
+    counters = _counters(h, rows)
     await h.save(replace(h.wave, counters=counters))
 
 

@@ -14,7 +14,7 @@ import logging
 import re
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from licshift.outcomes import Event, Outcome, Severity
 from licshift.storeport import LedgerStore
@@ -67,6 +67,37 @@ def _attributes(event: Event) -> dict[str, Any]:
     if event.data:
         attrs["licshift_data"] = json.dumps(event.data, default=str, sort_keys=True)
     return attrs
+
+
+class _AboutOneUser(Protocol):
+    @property
+    def wave_id(self) -> str: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def sku_id(self) -> str: ...
+
+
+def event_for(
+    subject: _AboutOneUser,
+    kind: str,
+    message: str,
+    *,
+    severity: Severity = Severity.INFO,
+    actor: str,
+    data: dict[str, Any] | None = None,
+) -> Event:
+    """An event about one user and SKU of a wave (an outcome row or a removals-queue task)."""
+    return Event(
+        kind=kind,
+        message=message,
+        severity=severity,
+        wave_id=subject.wave_id,
+        user_id=subject.user_id,
+        sku_id=subject.sku_id,
+        actor=actor,
+        data=data or {},
+    )
 
 
 async def emit(ledger: LedgerStore, event: Event, now: datetime) -> Event:
