@@ -149,7 +149,15 @@ async def start_wave(rt: Runtime, request: StartWave) -> IntakeResult:
 
 
 def _duplicate_start(wave: Wave, request: StartWave) -> IntakeResult:
-    if wave.group_id != request.group_id or wave.selection != request.selection or wave.dry_run != request.dry_run:
+    # SKUs are not compared: the request may name them by part number, the wave holds resolved ids.
+    same_policy = request.policy is None or request.policy == wave.policy
+    if (
+        wave.group_id != request.group_id
+        or wave.selection != request.selection
+        or wave.dry_run != request.dry_run
+        or wave.force != request.force
+        or not same_policy
+    ):
         raise Rejection(
             f"wave id {request.wave_id} is already used by a different wave (group {wave.group_id}); "
             "choose a new wave id for a new wave"

@@ -83,3 +83,37 @@ async def test_the_same_removal_delivered_twice_and_concurrently_writes_once(ope
     assert again == ["removed"] * len(tasks), "a late redelivery is a no-op"
     assert sim.counters.writes == len(tasks)
     assert graph_losses(sim) == []
+
+
+async def test_a_removal_another_delivery_is_making_is_not_sent_twice(open_stack) -> None:
+    async with simulator(small_tenant(1)) as sim, open_stack(sim) as stack:
+        group = sim.scenario.id("all")
+        await stack.enqueue({"command": "kill-switch", "on": True})
+        wave_id = await stack.enqueue(start(group, force=True))
+        await stack.wait_for_wave(wave_id, {"removing"}, 30)
+        rt = stack.rt
+        (row,) = await stack.outcomes(wave_id)
+        loaded = await rt.ledger.get_outcome(wave_id, row.user_id, row.sku_id)
+        assert loaded is not None
+        # Another delivery marked the row a moment ago and is between its last check and its Graph call.
+        owner = replace(loaded.value, status=OutcomeStatus.REMOVING, attempts=1, updated_at=rt.now())
+        await rt.ledger.save_outcome(owner, loaded.etag)
+        control = await rt.ledger.get_control()
+        await rt.ledger.save_control(replace(control.value, kill_switch=False), control.etag)
+        task = Task(TaskKind.REMOVE, wave_id, row.user_id, row.sku_id)
+
+        assert await removal.run_task(rt, task) == "busy"
+        writes_while_owned = sim.counters.writes
+        # The owner's Graph call failed and it released the row: the next delivery goes ahead at once.
+        current = await rt.ledger.get_outcome(wave_id, row.user_id, row.sku_id)
+        assert current is not None
+        await rt.ledger.save_outcome(replace(current.value, graph_error="interrupted: 503"), current.etag)
+        result = await removal.run_task(rt, task)
+        final = await rt.ledger.get_outcome(wave_id, row.user_id, row.sku_id)
+
+    assert writes_while_owned == 0
+    assert result == "removed"
+    assert final is not None
+    assert final.value.status is OutcomeStatus.REMOVED
+    assert sim.counters.writes == 1
+    assert graph_losses(sim) == []

@@ -70,11 +70,17 @@ async def test_allowlist_and_redelivered_start(open_stack) -> None:
             for _ in range(3):
                 await stack.enqueue(command)
             await stack.wait_for_wave(command["wave_id"], {"planned"}, 20)
+            # The same wave id for a different wave is refused, not silently taken as a duplicate.
+            await stack.enqueue({**command, "dry_run": False, "force": True})
+            assert await stack.run_until(lambda: _has(stack, REQUEST_REJECTED), 10)
             await stack.idle(1)
             accepted = await stack.events([WAVE_ACCEPTED])
+            (reused,) = await stack.events([REQUEST_REJECTED])
             waves = await stack.rt.ledger.list_waves()
     assert len(waves) == 1
+    assert waves[0].dry_run
     assert len(accepted) == 1
+    assert "already used by a different wave" in reused.message
 
 
 async def _has(stack, kind: str) -> bool:
