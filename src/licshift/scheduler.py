@@ -345,6 +345,10 @@ async def _scanning(h: _Handle) -> None:
             row = outcome_for(wave, user, sku, decision, now)
             counts[row.status] += 1
             batch.append(row)
+            if row.status is OutcomeStatus.BLOCKED:
+                # The row is the ledger record; the log line lets the workbook chart blocks by reason
+                # from the scan too, not only those the remover finds on its fresh read.
+                telemetry.outcome_recorded(row)
         if len(batch) >= SCAN_BATCH:
             await rt.ledger.put_outcomes(batch)
             batch.clear()
