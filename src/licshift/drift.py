@@ -1,9 +1,9 @@
 """drift_watch: find direct assignments that came back after a wave removed them.
 
 Microsoft's procedure keeps the legacy licensing automation running (step 1), so a script may re-add
-a direct assignment licshift removed. For every completed wave this scans the group and reports each
-user whose outcome is REMOVED but who has a direct assignment of the SKU again: one warning event per
-user and a summary event per wave; `licshift drift` lists them.
+a direct assignment licshift removed. For every completed, halted or cancelled wave this scans the
+group and reports each user whose outcome is REMOVED but who has a direct assignment of the SKU
+again: one warning event per user and a summary event per wave; `licshift drift` lists them.
 
 Report only, on purpose: removing them again would fight the legacy script (both would flip the
 assignment back and forth, spending Graph writes each round), and the real fix is to change that
@@ -25,6 +25,9 @@ from licshift.waves import Wave, WaveStatus
 log = logging.getLogger("licshift.drift")
 
 ACTOR = "drift-watch"
+WATCHED = frozenset({WaveStatus.COMPLETED, WaveStatus.HALTED, WaveStatus.CANCELLED})
+"""Waves whose REMOVED users stay migrated: a halted or cancelled wave's removals are as final as a
+completed one's (a rolled-back wave put them back on purpose, so it is not watched)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +46,11 @@ class DriftReport:
 
 
 async def drift_watch(rt: Runtime) -> DriftReport:
-    """Scan each group with completed waves once and report removed users whose direct assignment is back."""
+    """Scan each group with watched waves once and report removed users whose direct assignment is back."""
     report = DriftReport()
     by_group: dict[str, list[Wave]] = {}
     for wave in await rt.ledger.list_waves():
-        if wave.status is WaveStatus.COMPLETED and not wave.dry_run:
+        if wave.status in WATCHED and not wave.dry_run:
             by_group.setdefault(wave.group_id, []).append(wave)
     for group_id, waves in by_group.items():
         try:

@@ -4,6 +4,8 @@ which records FAILED and alerts."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from graphsim.faults import FaultRule
 from licshift.outcomes import OutcomeStatus, Severity
 from licshift.telemetry import DRIFT, DRIFT_SUMMARY, POISON
@@ -65,6 +67,21 @@ async def test_drift_watch_reports_direct_assignments_that_came_back(open_stack)
     assert any(e.kind == DRIFT_SUMMARY and e.wave_id == wave.wave_id for e in events)
     assert all(e.severity is Severity.WARNING for e in events)
     assert sim.counters.writes == writes, "drift watch only reports"
+
+
+async def test_drift_watch_also_watches_the_removals_of_a_halted_wave(open_stack) -> None:
+    async with simulator(small_tenant(3)) as sim, open_stack(sim) as stack:
+        group = sim.scenario.id("all")
+        wave = await completed(stack, await stack.enqueue(start(group, force=True)))
+        # A wave that halted after removing users: its removals are as final as a completed wave's.
+        loaded = await stack.rt.ledger.get_wave(wave.wave_id)
+        assert loaded is not None
+        await stack.rt.ledger.save_wave(replace(loaded.value, status=WaveStatus.HALTED), loaded.etag)
+        returned = sim.scenario.users[0].id
+        sim.tenant.assign_direct(returned, E3, cause="legacy:script")
+        report = await stack.run_drift()
+
+    assert [f.user_id for f in report.findings] == [returned]
 
 
 async def test_a_removal_that_keeps_failing_is_poisoned_marked_failed_and_alerted(open_stack) -> None:
