@@ -69,6 +69,7 @@ ENQUEUE_CONCURRENCY = 8
 _ALERTS = {
     WaveEvent.PROCESSING_TIMEOUT: telemetry.PROCESSING_TIMEOUT,
     WaveEvent.GROUP_GONE: telemetry.HALTED,
+    WaveEvent.TOO_LARGE: telemetry.HALTED,
     WaveEvent.FAILURE_THRESHOLD: telemetry.HALTED,
     WaveEvent.LOSS_DETECTED: telemetry.HALTED,
 }
@@ -353,11 +354,23 @@ async def _scanning(h: _Handle) -> None:
             await rt.ledger.put_outcomes(batch)
             batch.clear()
 
+    limit = rt.settings.max_wave_users
     async for user in rt.graph.group_members(wave.group_id):
         members += 1
         if not is_selected(selection, wave.group_id, user.user_id, selected):
             continue
         selected += 1
+        if selected > limit:
+            # "all" and "percent" have no size until the scan counts them (S7: absurd sizes). Nothing
+            # was written to Graph yet; the rows planned so far are closed with the halted wave.
+            if batch:
+                await rt.ledger.put_outcomes(batch)
+            await h.move(
+                WaveEvent.TOO_LARGE,
+                f"the selection has more than {limit} users (LICSHIFT_MAX_WAVE_USERS); "
+                "split it with --percent or --first, or raise the setting",
+            )
+            return
         seen_listed.add(user.user_id)
         await record(user)
         if selection_exhausted(selection, selected):

@@ -124,7 +124,11 @@ SETTINGS_TABLE: tuple[tuple[str, str, str], ...] = (
         "25",
         "Largest wave allowed without a completed, clean canary on the same group and SKUs.",
     ),
-    ("LICSHIFT_MAX_WAVE_USERS", "100000", "Largest selection a wave may ask for (rejects absurd sizes)."),
+    (
+        "LICSHIFT_MAX_WAVE_USERS",
+        "100000",
+        "Largest wave: a bigger explicit size is rejected at intake; all/percent waves halt at the scan.",
+    ),
     (
         "LICSHIFT_PROCESSING_TIMEOUT_MINUTES",
         "240",

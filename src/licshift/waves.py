@@ -192,6 +192,7 @@ class WaveEvent(enum.StrEnum):
     PROCESSING_TIMEOUT = "processing-timeout"
     GROUP_GONE = "group-gone"
     SCANNED = "scanned"
+    TOO_LARGE = "too-large"
     REMOVALS_DONE = "removals-done"
     FAILURE_THRESHOLD = "failure-threshold"
     LOSS_DETECTED = "loss-detected"
@@ -229,6 +230,7 @@ _SYSTEM: dict[tuple[WaveStatus, WaveEvent], WaveStatus] = {
     (WaveStatus.WAITING, WaveEvent.GROUP_GONE): WaveStatus.HALTED,
     (WaveStatus.SCANNING, WaveEvent.PROCESSING_INCOMPLETE): WaveStatus.WAITING,
     (WaveStatus.SCANNING, WaveEvent.GROUP_GONE): WaveStatus.HALTED,
+    (WaveStatus.SCANNING, WaveEvent.TOO_LARGE): WaveStatus.HALTED,
     (WaveStatus.REMOVING, WaveEvent.REMOVALS_DONE): WaveStatus.VERIFYING,
     (WaveStatus.REMOVING, WaveEvent.FAILURE_THRESHOLD): WaveStatus.HALTED,
     (WaveStatus.REMOVING, WaveEvent.LOSS_DETECTED): WaveStatus.HALTED,

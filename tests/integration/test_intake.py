@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from licshift.outcomes import Severity
+from licshift.outcomes import OutcomeStatus, Severity
 from licshift.telemetry import REQUEST_REJECTED, WAVE_ACCEPTED
 
 from .conftest import simulator, small_tenant, start
@@ -85,3 +85,17 @@ async def test_allowlist_and_redelivered_start(open_stack) -> None:
 
 async def _has(stack, kind: str) -> bool:
     return bool(await stack.events([kind]))
+
+
+async def test_a_selection_larger_than_the_limit_halts_at_the_scan_before_any_write(open_stack) -> None:
+    async with simulator(small_tenant(6)) as sim:
+        group = sim.scenario.id("all")
+        async with open_stack(sim, overrides={"LICSHIFT_MAX_WAVE_USERS": "4"}) as stack:
+            wave_id = await stack.enqueue(start(group, force=True))
+            wave = await stack.wait_for_wave(wave_id, {"halted"}, 30)
+            await stack.idle(2)
+            rows = await stack.outcomes(wave_id)
+
+    assert "LICSHIFT_MAX_WAVE_USERS" in wave.status_reason
+    assert sim.counters.writes == 0
+    assert all(r.status is OutcomeStatus.NOT_ATTEMPTED for r in rows)
