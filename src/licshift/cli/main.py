@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=[f.value for f in ReportFormat], default="csv")
     report.add_argument("--out", type=Path, default=None, help="file to write (default: standard output)")
 
-    drift = sub.add_parser("drift", help="direct assignments that came back after migration")
+    drift = sub.add_parser("drift", help="direct assignments that came back after migration (recorded by drift_watch)")
     drift.add_argument("--hours", type=float, default=24 * 7)
     return p
 
