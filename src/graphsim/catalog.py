@@ -48,9 +48,9 @@ ENTERPRISEPACK = CatalogSku(
         ("STREAM_O365_E3", "9e700747-8b1d-45e5-ab8d-ef187ceec156", "MicrosoftStream"),
         ("FLOW_O365_P2", "76846ad7-7776-4c40-a281-a386362dd1b9", "ProcessSimple"),
         ("POWERAPPS_O365_P2", "c68f8d98-5534-41c8-bf36-22fa496fa792", "PowerAppsService"),
-        # Microsoft To Do's real plan name is BPOS_S_ + "TODO_2"; written in two parts so that the
-        # project's check for unfinished code (a grep for the marker word) does not flag real data.
-        ("BPOS_S_" + "TODO_2", "c87f142c-d1e9-4363-8630-aaea9c4d9ae5", "To-Do"),
+        # Microsoft To Do's real plan name, split in two so that the project's grep for unfinished-code
+        # markers does not take real data for one.
+        ("BPOS_S_TO" + "DO_2", "c87f142c-d1e9-4363-8630-aaea9c4d9ae5", "To-Do"),
         ("Deskless", "8c7d2df8-86f0-4902-b2ed-a0458298f3b3", "Deskless"),
         ("INTUNE_O365", "882e1d05-acd1-4ccb-8708-6ee03664b117", "SCO"),
         ("WHITEBOARD_PLAN2", "94a54592-cd8b-425e-87c6-97868b000b91", "WhiteboardServices"),
