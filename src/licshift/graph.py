@@ -404,8 +404,11 @@ class GraphAdapter:
     async def _members(self, gid: str) -> AsyncIterator[UserLicenses]:
         what = f"list members of group {gid}"
         builder = self._client.groups.by_group_id(gid).members.graph_user
-        query = builder.GraphUserRequestBuilderGetQueryParameters(select=list(USER_FIELDS), top=PAGE_SIZE)
-        async for item in self._pages(what, builder, query):
+        # Graph documents the OData cast on /members as an advanced query: ConsistencyLevel: eventual and
+        # $count=true. The index behind it may lag a just-added member by a little; such a member is
+        # simply not in this scan, which only delays them to a later wave.
+        query = builder.GraphUserRequestBuilderGetQueryParameters(select=list(USER_FIELDS), top=PAGE_SIZE, count=True)
+        async for item in self._pages(what, builder, query, ADVANCED_QUERY):
             odata_type = item.get("@odata.type")
             if odata_type is not None and odata_type != _USER_ODATA_TYPE:
                 continue
@@ -488,9 +491,12 @@ class GraphAdapter:
         self.counters.reads += 1
         return await self._send(what, call, write=False)
 
-    async def _pages(self, what: str, builder: _Collection, query: object) -> AsyncIterator[Mapping[str, Any]]:
-        """Items of a collection, following @odata.nextLink verbatim; only one page is held at a time."""
-        page = await self._read(what, builder.get(_native(query)))
+    async def _pages(
+        self, what: str, builder: _Collection, query: object, headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[Mapping[str, Any]]:
+        """Items of a collection, following @odata.nextLink verbatim; only one page is held at a time.
+        `headers` go on every page: Graph does not carry them over to next-page requests itself."""
+        page = await self._read(what, builder.get(_native(query, headers=headers)))
         while True:
             for item in _page_items(page, what):
                 yield item
@@ -499,7 +505,7 @@ class GraphAdapter:
                 return
             self._check_next_link(str(next_link), what)
             # The nextLink carries the query ($select, $top, $skiptoken): no query parameters again.
-            page = await self._read(what, builder.with_url(str(next_link)).get(_native(None)))
+            page = await self._read(what, builder.with_url(str(next_link)).get(_native(None, headers=headers)))
 
     def _check_next_link(self, link: str, what: str) -> None:
         # Never follow a link off the Graph endpoint: with a credential it would carry a token there.
@@ -557,7 +563,12 @@ def _page_items(page: Mapping[str, Any], what: str) -> Iterator[Mapping[str, Any
 #   (it re-reads), but not replaying avoids the ambiguity. A replayed restore would be harmless.
 
 
-def _native(query: object | None, *, write: bool = False) -> RequestConfiguration[Any]:
+ADVANCED_QUERY = {"ConsistencyLevel": "eventual"}
+
+
+def _native(
+    query: object | None, *, write: bool = False, headers: Mapping[str, str] | None = None
+) -> RequestConfiguration[Any]:
     """Request configuration that returns the raw httpx.Response (no typed-model deserialization)."""
     from kiota_abstractions.base_request_configuration import RequestConfiguration
     from kiota_abstractions.native_response_handler import NativeResponseHandler
@@ -567,4 +578,7 @@ def _native(query: object | None, *, write: bool = False) -> RequestConfiguratio
     options: list[RequestOption] = [ResponseHandlerOption(NativeResponseHandler())]
     if write:
         options.append(RetryHandlerOption(delay=0.0, max_retries=0, should_retry=False))
-    return RequestConfiguration(query_parameters=query, options=options)
+    config: RequestConfiguration[Any] = RequestConfiguration(query_parameters=query, options=options)
+    for name, value in (headers or {}).items():
+        config.headers.add(name, value)
+    return config

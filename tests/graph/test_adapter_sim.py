@@ -192,6 +192,9 @@ async def test_group_members_pages_by_999_and_follows_next_links_verbatim() -> N
     assert opening.path == f"/v1.0/groups/{rig.id('lic')}/members/graph.user"
     assert opening.params["$top"] == "999"
     assert opening.params["$select"] == "id,userPrincipalName,licenseAssignmentStates"
+    assert opening.params["$count"] == "true"
+    # The cast is an advanced query: its header must go on every page (Graph does not carry it over).
+    assert all(page.headers.get("ConsistencyLevel") == "eventual" for page in rig.sent)
     for page in rig.sent[1:]:
         # The nextLink, as the simulator wrote it: cast name, query and $skiptoken kept.
         assert page.url.path == f"/v1.0/groups/{rig.id('lic')}/members/microsoft.graph.user"
