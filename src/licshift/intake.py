@@ -258,18 +258,7 @@ async def set_kill_switch(rt: Runtime, command: KillSwitch) -> IntakeResult:
 async def _reject(rt: Runtime, reason: str, raw: str, message: WavesMessage | None = None) -> IntakeResult:
     wave_id = message.wave_id if isinstance(message, StartWave | WaveCommand) else ""
     actor = message.requested_by if message is not None and message.requested_by else "unknown"
-    await telemetry.emit(
-        rt.ledger,
-        Event(
-            kind=telemetry.REQUEST_REJECTED,
-            message=f"rejected: {reason}",
-            severity=Severity.WARNING,
-            wave_id=wave_id,
-            actor=actor,
-            data={"reason": reason, "raw": telemetry.truncate(raw)},
-        ),
-        rt.now(),
-    )
+    await telemetry.emit(rt.ledger, telemetry.rejected_request(reason, raw, wave_id=wave_id, actor=actor), rt.now())
     return IntakeResult(Verdict.REJECTED, reason, wave_id)
 
 

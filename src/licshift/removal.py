@@ -116,17 +116,8 @@ async def run_task(rt: Runtime, task: Task) -> str:
 
 
 async def _rejected(rt: Runtime, reason: str, raw: str) -> None:
-    await telemetry.emit(
-        rt.ledger,
-        Event(
-            kind=telemetry.REQUEST_REJECTED,
-            message=f"removals queue: rejected: {reason}",
-            severity=Severity.WARNING,
-            actor=ACTOR,
-            data={"reason": reason, "raw": telemetry.truncate(raw)},
-        ),
-        rt.now(),
-    )
+    event = telemetry.rejected_request(reason, raw, prefix="removals queue: ", actor=ACTOR)
+    await telemetry.emit(rt.ledger, event, rt.now())
 
 
 async def _save(rt: Runtime, row: Outcome, etag: str) -> str | None:

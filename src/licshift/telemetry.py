@@ -100,6 +100,18 @@ def event_for(
     )
 
 
+def rejected_request(reason: str, raw: str, *, prefix: str = "", wave_id: str = "", actor: str) -> Event:
+    """A request licshift refused (S7): the reason, who sent it, and the raw text (truncated)."""
+    return Event(
+        kind=REQUEST_REJECTED,
+        message=f"{prefix}rejected: {reason}",
+        severity=Severity.WARNING,
+        wave_id=wave_id,
+        actor=actor,
+        data={"reason": reason, "raw": truncate(raw)},
+    )
+
+
 async def emit(ledger: LedgerStore, event: Event, now: datetime) -> Event:
     """Log the event and record it in the ledger. Returns it with its timestamp set."""
     stamped = event if event.at is not None else replace(event, at=now)
