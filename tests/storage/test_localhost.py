@@ -167,7 +167,9 @@ async def test_queue_messages_are_delivered_in_bounded_batches(settings_env: dic
     assert 1 < rec.peak <= BATCH + THRESHOLD
     stats = h.stats["do_work"]
     assert (stats.deliveries, stats.successes, stats.failures, stats.poisoned) == (30, 30, 0, 0)
-    assert stats.max_in_flight == rec.peak
+    # The host counts an invocation until its output binding is written, after the function body has
+    # left: under load that tail overlaps the next deliveries, so the host's peak may exceed the body's.
+    assert rec.peak <= stats.max_in_flight <= BATCH + THRESHOLD
     assert set(rec.env_seen) == {settings_env["TOY_FLAG"]}  # app settings reach the functions as environment
     assert "TOY_FLAG" not in os.environ  # and are taken back when the host stops
 
