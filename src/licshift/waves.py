@@ -337,6 +337,7 @@ def qualifying_canary(
             and wanted <= frozenset(wave.sku_ids)
             and wave.status is WaveStatus.COMPLETED
             and not wave.dry_run
+            and 0 < c.selected <= canary_max_users
             and c.removed > 0
             and c.restored == 0
             and c.failed == 0

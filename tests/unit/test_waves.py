@@ -230,12 +230,26 @@ def test_a_large_wave_needs_a_clean_completed_canary_on_the_same_group_and_skus(
         {"counters": WaveCounters(selected=5, removed=5, restored=1)},
         {"counters": WaveCounters(selected=5, removed=4, failed=1)},
         {"counters": WaveCounters(selected=5, removed=0, skipped=5)},
+        {"counters": WaveCounters(selected=26, to_remove=26, removed=26)},
+        {"counters": WaveCounters(selected=0, removed=5)},
     ],
 )
 def test_a_canary_that_proves_nothing_does_not_open_the_gate(spoiled: dict[str, object]) -> None:
     canary = clean_canary(**spoiled)
     assert qualifying_canary([canary], GROUP, (E3,), 25) is None
     assert gate(Selection(), [canary]) is not None
+
+
+def test_only_a_wave_of_at_most_canary_max_users_selected_users_is_a_canary() -> None:
+    # A clean forced wave of any size proves the procedure no more than a canary, and must not open
+    # the gate for every later wave: the limit is the same setting that defines a canary.
+    at_limit = clean_canary(counters=WaveCounters(selected=25, to_remove=25, removed=25))
+    too_big = clean_canary(force=True, counters=WaveCounters(selected=1000, to_remove=1000, removed=1000))
+    assert qualifying_canary([at_limit], GROUP, (E3,), 25) is at_limit
+    assert qualifying_canary([too_big], GROUP, (E3,), 25) is None
+    assert qualifying_canary([too_big], GROUP, (E3,), 1000) is too_big
+    assert gate(Selection(), [too_big]) is not None
+    assert qualifying_canary([too_big, at_limit], GROUP, (E3,), 25) is at_limit
 
 
 # --- tally ---------------------------------------------------------------------------------------
