@@ -103,13 +103,16 @@ def decide(
         others = sorted({s.assigned_by_group for s in inherited if s.assigned_by_group})
         detail = "inherited from " + ", ".join(others) if others else "not inherited from any group"
         return Block(BlockReason.NOT_INHERITED_FROM_GROUP, detail)
-    if not any(s.is_healthy for s in from_wave_group):
+    unhealthy = [s for s in from_wave_group if not s.is_healthy]
+    if unhealthy:
+        # Every entry from the wave's group must be healthy: two that disagree (one healthy, one not)
+        # leave it open which one Entra acts on, and the proof may not pick the convenient one.
         # Report the most telling problem: an error code beats a bare state. Sorted and joined, so the
         # detail never depends on the order Graph listed the entries in.
-        errors = sorted({s.error for s in from_wave_group if s.error is not None})
+        errors = sorted({s.error for s in unhealthy if s.error is not None})
         if errors:
             return Block(BlockReason.INHERITED_ERROR, ", ".join(errors))
-        not_active = sorted({s.state or "unknown" for s in from_wave_group})
+        not_active = sorted({s.state or "unknown" for s in unhealthy})
         return Block(BlockReason.INHERITED_NOT_ACTIVE, ", ".join(not_active))
 
     healthy = [s for s in inherited if s.is_healthy]

@@ -42,12 +42,19 @@ def guid(value: object, what: str = "id") -> str:
     return value.lower()
 
 
+BLANK_ERROR = "(blank error)"
+"""What an `error` of "" or only whitespace reads as: not a documented "no error" value, so an error."""
+
+
 def normalise_error(error: object) -> str | None:
-    """Graph documents `null` for "no error", but real payloads carry the string "None"."""
+    """Graph documents `null` for "no error", but real payloads carry the string "None". Anything
+    else is an error, a blank one included: S1 counts only on sources that say they have none."""
     if error is None:
         return None
     text = str(error).strip()
-    if text == "" or text.lower() == "none":
+    if text == "":
+        return BLANK_ERROR
+    if text.lower() == "none":
         return None
     return text
 

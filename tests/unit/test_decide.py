@@ -27,7 +27,7 @@ from licshift.decide import (
     decide,
     lost_plans,
 )
-from licshift.licenses import LicenseAssignmentState, ServicePlan, Sku
+from licshift.licenses import BLANK_ERROR, LicenseAssignmentState, ServicePlan, Sku
 
 E3_SKU_ID = "6fd2c87f-b296-42f0-b197-1e91e994b900"
 EMS_SKU_ID = "efccb6f7-5641-4e0e-bd10-b4976e1bf68e"  # Enterprise Mobility + Security E3, another SKU
@@ -144,6 +144,40 @@ def test_error_null_and_the_string_none_both_mean_no_error(no_error: str | None)
     assert parsed.error is None
     assert parsed.is_healthy
     assert run(entry(error=no_error), entry(WAVE_GROUP, error=no_error)) == Remove(E3_SKU_ID, frozenset())
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t\n"])
+def test_a_blank_error_is_not_no_error(blank: str) -> None:
+    # Graph documents null or "None" for "no error"; a blank value is neither, so S1 may not count on it.
+    parsed = LicenseAssignmentState.from_graph(entry(WAVE_GROUP, error=blank))
+    assert not parsed.is_healthy
+    assert run(entry(), entry(WAVE_GROUP, error=blank)) == Block(BlockReason.INHERITED_ERROR, BLANK_ERROR)
+    # Nor does a second group with a blank error count toward coverage.
+    decision = run(entry(), entry(WAVE_GROUP, disabled=[TEAMS]), entry(OTHER_GROUP, error=blank))
+    assert isinstance(decision, Block)
+    assert decision.reason is BlockReason.PLANS_WOULD_BE_LOST
+
+
+@pytest.mark.parametrize(
+    ("state", "error", "reason", "detail"),
+    [
+        ("Error", "CountViolation", BlockReason.INHERITED_ERROR, "CountViolation"),
+        ("Active", "", BlockReason.INHERITED_ERROR, BLANK_ERROR),
+        ("Disabled", "None", BlockReason.INHERITED_NOT_ACTIVE, "Disabled"),
+    ],
+)
+def test_two_entries_from_the_wave_group_that_disagree_block(
+    state: str, error: str, reason: BlockReason, detail: str
+) -> None:
+    # One healthy and one unhealthy entry from the same group: the proof may not pick the healthy one.
+    for order in ((0, 1), (1, 0)):
+        group_entries = [entry(WAVE_GROUP), entry(WAVE_GROUP, state=state, error=error)]
+        decision = run(entry(), *(group_entries[i] for i in order))
+        assert decision == Block(reason, detail)
+
+
+def test_two_healthy_entries_from_the_wave_group_still_remove() -> None:
+    assert run(entry(), entry(WAVE_GROUP), entry(WAVE_GROUP, error=None)) == Remove(E3_SKU_ID, frozenset())
 
 
 # --- Microsoft's service-plan check (PSEX step 9c), done per source ------------------------------

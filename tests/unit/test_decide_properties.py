@@ -2,7 +2,8 @@
 
 The model below works on the raw Graph payloads (dicts, ids in any case) and knows nothing of
 licshift.licenses or licshift.decide beyond the public decide() call and its result types: it lower-
-cases ids itself, treats `error` null and "None" alike, and computes a user's effective plans of the
+cases ids itself, treats `error` null and "None" alike (and anything else, a blank included, as an
+error), requires every entry from the wave's group to be healthy, and computes a user's effective plans of the
 SKU as the union, over sources that are Active and error-free, of (the SKU's plans - disabledPlans).
 
 Universes are small: one SKU with 1-8 plans, up to four groups (one may be the wave's group, which
@@ -45,7 +46,7 @@ PLAN_POOL = tuple(f"{i:08x}-aaaa-4bbb-8ccc-{i:012x}" for i in range(1, 9))
 STALE_PLANS = ("dead0000-0000-4000-8000-000000000001", "dead0000-0000-4000-8000-000000000002")
 
 STATES = ("Active", "ActiveWithError", "Disabled", "Error")
-ERRORS = (None, "None", "CountViolation", "MutuallyExclusiveViolation", "DependencyViolation", "Other")
+ERRORS = (None, "None", "", "  ", "CountViolation", "MutuallyExclusiveViolation", "DependencyViolation", "Other")
 PROCESSING = (PROCESSING_COMPLETE, PROCESSING_COMPLETE, "ProcessingInProgress", "QueuedForProcessing")
 
 EXAMPLES = settings(max_examples=2000, deadline=None)
@@ -83,6 +84,11 @@ def _lower(value: str | None) -> str | None:
 
 def _healthy(p: Mapping[str, Any]) -> bool:
     return p["state"] == "Active" and p["error"] in (None, "None")
+
+
+def _error_text(p: Mapping[str, Any]) -> str:
+    """How a block names an entry's error: the code, or a marker for a blank one."""
+    return str(p["error"]).strip() or "(blank error)"
 
 
 def _enabled(u: Universe, p: Mapping[str, Any]) -> frozenset[str]:
@@ -133,12 +139,14 @@ def model_lost(u: Universe) -> frozenset[str]:
 
 
 def ready(u: Universe) -> bool:
-    """Selected, processing complete, a direct entry, and a healthy assignment from the wave's group."""
+    """Selected, processing complete, a direct entry, and assignments from the wave's group that are
+    all healthy (entries that disagree prove nothing)."""
     return (
         u.selected
         and u.processing == PROCESSING_COMPLETE
         and bool(_directs(u))
-        and any(_healthy(p) for p in _wave_entries(u))
+        and bool(_wave_entries(u))
+        and all(_healthy(p) for p in _wave_entries(u))
     )
 
 
@@ -202,7 +210,7 @@ def universes(draw: st.DrawFn, force_ready: bool = False, stale: bool = False) -
         payloads.append(_payload(draw, SKU_ID, group, disablable, healthy=force_ready and group == WAVE_GROUP))
     if WAVE_GROUP in groups and draw(_ONE_IN_TEN) == 0:
         # Graph lists one entry per source; a second one for the wave's group tests robustness.
-        payloads.append(_payload(draw, SKU_ID, WAVE_GROUP, disablable))
+        payloads.append(_payload(draw, SKU_ID, WAVE_GROUP, disablable, healthy=force_ready))
 
     if draw(_ONE_IN_FOUR) == 0:
         for group in _subset((None, WAVE_GROUP, *OTHER_GROUPS), draw(_OTHER_SOURCES)):
@@ -332,13 +340,15 @@ def test_e_blocks_carry_a_known_reason_and_exact_plans(u: Universe, policy: Poli
         for p in _inherited(u):
             assert str(p["assignedByGroup"]).lower() in decision.detail
     elif decision.reason is BlockReason.INHERITED_ERROR:
-        errors = {p["error"] for p in _wave_entries(u) if p["error"] not in (None, "None")}
+        unhealthy = [p for p in _wave_entries(u) if not _healthy(p)]
+        errors = {_error_text(p) for p in unhealthy if p["error"] not in (None, "None")}
         assert decision.detail == ", ".join(sorted(errors))
-        assert not any(_healthy(p) for p in _wave_entries(u))
+        assert unhealthy
     elif decision.reason is BlockReason.INHERITED_NOT_ACTIVE:
-        assert decision.detail == ", ".join(sorted({p["state"] for p in _wave_entries(u)}))
-        assert all(p["error"] in (None, "None") for p in _wave_entries(u))
-        assert not any(_healthy(p) for p in _wave_entries(u))
+        unhealthy = [p for p in _wave_entries(u) if not _healthy(p)]
+        assert decision.detail == ", ".join(sorted({p["state"] for p in unhealthy}))
+        assert all(p["error"] in (None, "None") for p in unhealthy)
+        assert unhealthy
     else:
         assert decision.reason is BlockReason.PLANS_DIFFER
         assert policy is Policy.IDENTICAL

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from licshift.licenses import (
+    BLANK_ERROR,
     DirectAssignment,
     InvalidId,
     LicenseAssignmentState,
@@ -224,7 +225,14 @@ def test_from_graph_rejects_non_guid_ids(bad: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [(None, None), ("None", None), ("none", None), ("", None), ("  ", None), (" CountViolation ", "CountViolation")],
+    [
+        (None, None),
+        ("None", None),
+        ("none", None),
+        ("", BLANK_ERROR),
+        ("  ", BLANK_ERROR),
+        (" CountViolation ", "CountViolation"),
+    ],
 )
 def test_normalise_error(raw: str | None, expected: str | None) -> None:
     assert normalise_error(raw) == expected
