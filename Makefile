@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test lint typecheck unit bench clean
 
-setup: $(STAMP) node_modules/.bin/azurite
+setup: $(STAMP) node_modules/.bin/azurite $(CHROMIUM)
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,13 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# Debian's chromium and chromium-driver: the HTML report is tested in a real headless browser.
+# Installed only when missing (CI is root on a fresh Debian machine; elsewhere through sudo).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y chromium chromium-driver
 
 node_modules/.bin/azurite: package.json
 	npm install --no-audit --no-fund --loglevel=error

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
     from licshift.settings import Settings
 
-USER_FIELDS = ("id", "userPrincipalName", "licenseAssignmentStates")
+USER_FIELDS = ("id", "userPrincipalName", "displayName", "licenseAssignmentStates")
 GROUP_FIELDS = ("id", "displayName", "licenseProcessingState", "assignedLicenses")
 SKU_FIELDS = ("skuId", "skuPartNumber", "servicePlans")
 PAGE_SIZE = 999
@@ -234,6 +234,7 @@ def _user_licenses(item: Mapping[str, Any], what: str) -> UserLicenses:
         return UserLicenses(
             user_id=guid(item.get("id"), "user id"),
             user_principal_name=str(item.get("userPrincipalName") or ""),
+            display_name=str(item.get("displayName") or ""),
             states=tuple(LicenseAssignmentState.from_graph(s) for s in item["licenseAssignmentStates"] or ()),
         )
     except (InvalidId, KeyError, TypeError, AttributeError) as exc:

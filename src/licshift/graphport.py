@@ -36,6 +36,7 @@ class UserLicenses:
     user_id: str
     user_principal_name: str
     states: tuple[LicenseAssignmentState, ...]
+    display_name: str = ""
 
 
 class GraphError(Exception):

@@ -65,6 +65,8 @@ class Outcome:
     reason: str = ""
     detail: str = ""
     user_principal_name: str = ""
+    display_name: str = ""
+    """Recorded at the scan so reports name people without reading Graph again."""
     snapshot: DirectAssignment | None = None
     """The direct assignment as read right before removal: what a restore or rollback puts back."""
     before_plans: frozenset[str] = frozenset()

@@ -1,21 +1,21 @@
 """Wave reports as CSV, JSON or HTML (pure: records in, text out).
 
 An admin hands these to change boards and help desks, so every row says who, what, why, and the
-state before and after; HTML is one self-contained file with no scripts and everything escaped.
+state before and after. The HTML page (licshift.reportpage) is one self-contained file.
 """
 
 from __future__ import annotations
 
 import csv
 import enum
-import html
 import io
 import json
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from licshift.outcomes import Outcome
+from licshift.outcomes import Event, Outcome
+from licshift.reportpage import page
+from licshift.wavenames import Names
 from licshift.waves import Wave
 
 
@@ -28,7 +28,9 @@ class ReportFormat(enum.StrEnum):
 COLUMNS: tuple[str, ...] = (
     "user_id",
     "user_principal_name",
+    "display_name",
     "sku_id",
+    "sku",
     "status",
     "decision",
     "reason",
@@ -42,12 +44,14 @@ COLUMNS: tuple[str, ...] = (
 )
 
 
-def outcome_row(outcome: Outcome) -> dict[str, str]:
+def outcome_row(outcome: Outcome, names: Names) -> dict[str, str]:
     snapshot = "" if outcome.snapshot is None else " ".join(sorted(outcome.snapshot.disabled_plans))
     return {
         "user_id": outcome.user_id,
         "user_principal_name": outcome.user_principal_name,
+        "display_name": outcome.display_name,
         "sku_id": outcome.sku_id,
+        "sku": names.sku(outcome.sku_id),
         "status": outcome.status.value,
         "decision": outcome.decision,
         "reason": outcome.reason,
@@ -61,12 +65,15 @@ def outcome_row(outcome: Outcome) -> dict[str, str]:
     }
 
 
-def wave_summary(wave: Wave) -> dict[str, Any]:
+def wave_summary(wave: Wave, names: Names | None = None) -> dict[str, Any]:
     c = wave.counters
+    names = names or Names()
     return {
         "wave_id": wave.wave_id,
         "group_id": wave.group_id,
+        "group": names.group,
         "sku_ids": list(wave.sku_ids),
+        "skus": [names.sku(s) for s in wave.sku_ids],
         "status": wave.status.value,
         "status_reason": wave.status_reason,
         "dry_run": wave.dry_run,
@@ -84,8 +91,20 @@ def _csv_safe(value: str) -> str:
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
-def render(wave: Wave, outcomes: Iterable[Outcome], fmt: ReportFormat) -> str:
-    rows = [outcome_row(o) for o in outcomes]
+def render(
+    wave: Wave,
+    outcomes: Iterable[Outcome],
+    fmt: ReportFormat,
+    *,
+    events: Sequence[Event] = (),
+    names: Names | None = None,
+) -> str:
+    """The report of one wave. `events` are the wave's events (the HTML timeline); `names` default
+    to the names its scan recorded among them."""
+    names = names or Names.from_events(events)
+    if fmt is ReportFormat.HTML:
+        return page(wave, list(outcomes), events, names)
+    rows = [outcome_row(o, names) for o in outcomes]
     if fmt is ReportFormat.CSV:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
@@ -93,31 +112,4 @@ def render(wave: Wave, outcomes: Iterable[Outcome], fmt: ReportFormat) -> str:
         for row in rows:
             writer.writerow({k: _csv_safe(v) for k, v in row.items()})
         return buffer.getvalue()
-    if fmt is ReportFormat.JSON:
-        return json.dumps({"wave": wave_summary(wave), "outcomes": rows}, indent=2) + "\n"
-    return _html(wave, rows)
-
-
-def _html(wave: Wave, rows: Sequence[dict[str, str]]) -> str:
-    summary = wave_summary(wave)
-    by_status = Counter(r["status"] for r in rows)
-    by_reason = Counter(f"{r['status']}: {r['reason']}" for r in rows if r["reason"])
-    esc = html.escape
-    head = "".join(f"<th>{esc(c)}</th>" for c in COLUMNS)
-    body = "\n".join("<tr>" + "".join(f"<td>{esc(r[c])}</td>" for c in COLUMNS) + "</tr>" for r in rows)
-    facts = "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in summary.items() if k != "counters")
-    counts = "".join(f"<li>{esc(k)}: {v}</li>" for k, v in sorted(by_status.items()))
-    reasons = "".join(f"<li>{esc(k)}: {v}</li>" for k, v in sorted(by_reason.items()))
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>licshift wave {esc(wave.wave_id)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px;text-align:left}}</style></head>
-<body><h1>licshift wave {esc(wave.wave_id)}</h1>
-<table>{facts}</table>
-<h2>Outcomes</h2><ul>{counts}</ul>
-<h2>Reasons</h2><ul>{reasons}</ul>
-<h2>Users ({len(rows)})</h2>
-<table><thead><tr>{head}</tr></thead><tbody>
-{body}
-</tbody></table></body></html>
-"""
+    return json.dumps({"wave": wave_summary(wave, names), "outcomes": rows}, indent=2) + "\n"

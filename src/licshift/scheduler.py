@@ -31,6 +31,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from licshift import telemetry
 from licshift.decide import PROCESSING_COMPLETE, Block, Decision, Remove, Skip, decide
@@ -41,6 +42,7 @@ from licshift.outcomes import FINAL_OUTCOMES, Control, Event, Outcome, OutcomeSt
 from licshift.pacing import RateLimits, next_rate, spread, tick_budget
 from licshift.runtime import Runtime, UnknownSku
 from licshift.storeport import ConcurrencyConflict, Versioned
+from licshift.wavenames import scan_names
 from licshift.waves import (
     Refused,
     SelectionKind,
@@ -219,7 +221,9 @@ class _Handle:
         self.etag = await self.ctx.rt.ledger.save_wave(stamped, self.etag)
         self.wave = stamped
 
-    async def move(self, event: WaveEvent, reason: str, counters: WaveCounters | None = None) -> bool:
+    async def move(
+        self, event: WaveEvent, reason: str, counters: WaveCounters | None = None, *, data: dict[str, Any] | None = None
+    ) -> bool:
         base = self.wave if counters is None else replace(self.wave, counters=counters)
         changed = apply(base, event, self.ctx.now, reason)
         if isinstance(changed, Refused):
@@ -236,7 +240,7 @@ class _Handle:
                 severity=Severity.ALERT if alert and changed.status is WaveStatus.HALTED else Severity.INFO,
                 wave_id=self.wave.wave_id,
                 actor=ACTOR,
-                data={"from": before.value, "to": changed.status.value, "event": event.value},
+                data={"from": before.value, "to": changed.status.value, "event": event.value, **(data or {})},
             ),
             self.ctx.now,
         )
@@ -304,6 +308,7 @@ def outcome_for(wave: Wave, user: UserLicenses, sku: Sku, decision: Decision, no
         status=OutcomeStatus.PLANNED,
         decision="remove",
         user_principal_name=user.user_principal_name,
+        display_name=user.display_name,
         actor=ACTOR,
         updated_at=now,
     )
@@ -417,6 +422,7 @@ async def _scanning(h: _Handle) -> None:
         f"{what}: {members} members read, {selected} selected, {counters.to_remove} to remove, "
         f"{counters.blocked} blocked, {counters.skipped} skipped",
         counters,
+        data={"names": scan_names(info, skus.values())},
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 
@@ -71,36 +72,40 @@ def test_json_round_trips() -> None:
     assert data["outcomes"][0]["user_principal_name"] == "a@contoso.com"
 
 
-class _Cells(HTMLParser):
-    """Collects the text of every <td> of the users table, as a browser would read it."""
+def embedded_rows(page: str) -> list[list[object]]:
+    start = page.index('<script type="application/json" id="data">') + len('<script type="application/json" id="data">')
+    end = page.index("</script>", start)
+    return list(json.loads(page[start:end])["rows"])
 
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.rows: list[list[str]] = []
-        self._cell: list[str] | None = None
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "tr":
-            self.rows.append([])
-        elif tag == "td":
-            self._cell = []
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "td" and self._cell is not None:
-            self.rows[-1].append("".join(self._cell))
-            self._cell = None
-
-    def handle_data(self, data: str) -> None:
-        if self._cell is not None:
-            self._cell.append(data)
+@given(st.text(max_size=60))
+def test_html_embeds_user_text_once_and_it_cannot_close_the_script(text: str) -> None:
+    page = render(WAVE, [outcome("u@contoso.com", detail=text)], ReportFormat.HTML)
+    (row,) = embedded_rows(page)
+    assert row[6] == text
+    data = page.split('<script type="application/json" id="data">', 1)[1].split("</script>", 1)[0]
+    assert "<" not in data, "no user text can open or close an element inside the data"
 
 
 @given(st.text(alphabet=st.characters(exclude_categories=("Cs", "Cc")), max_size=60))
-def test_html_shows_user_text_as_text(text: str) -> None:
-    page = render(WAVE, [outcome("u@contoso.com", detail=text)], ReportFormat.HTML)
-    parser = _Cells()
-    parser.feed(page.split("<tbody>", 1)[1])
-    rows = [r for r in parser.rows if r]
-    assert len(rows) == 1
-    assert len(rows[0]) == len(COLUMNS)
-    assert rows[0][COLUMNS.index("detail")] == text
+def test_html_summary_escapes_wave_text(text: str) -> None:
+    wave = replace(WAVE, status_reason=text, requested_by=text)
+    page = render(wave, [outcome("u@contoso.com")], ReportFormat.HTML)
+    facts = page.split('<dl id="facts">', 1)[1].split("</dl>", 1)[0]
+    parser = _Text()
+    parser.feed(facts)
+    assert text in "".join(parser.parts)
+    assert parser.tags == 18, "wave text added no element (9 facts: dt + dd each)"
+
+
+class _Text(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.tags = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags += 1
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)

@@ -211,7 +211,11 @@ async def report(storage: Storage, wave_id: str, fmt: ReportFormat, out: TextIO)
     if found is None:
         print(f"no wave {wave_id} in the ledger", file=sys.stderr)
         return 1
-    out.write(render(found.value, await collect_outcomes(storage, wave_id), fmt))
+    wave = found.value
+    # The wave's own events: its timeline, and the names its scan recorded (group, SKUs, plans).
+    since = wave.created_at - timedelta(minutes=5)
+    events = [e async for e in storage.ledger.iter_events(since) if e.wave_id == wave.wave_id]
+    out.write(render(wave, await collect_outcomes(storage, wave_id), fmt, events=events))
     return 0
 
 
