@@ -47,6 +47,7 @@ bench: setup
 	$(BIN)/python bench/sim_bench.py
 	$(BIN)/python bench/scan_bench.py
 	$(BIN)/python bench/pipeline_bench.py
+	$(BIN)/python bench/report_bench.py
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis

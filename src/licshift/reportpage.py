@@ -68,6 +68,9 @@ TILES: tuple[Tile, ...] = (
 
 _MARKER = re.compile(r"@@(TITLE|SUMMARY|TIMELINE|DATA)@@")
 
+MIN_SLOTS = 24
+"""Bars the removals chart has room for at least: a short wave shows narrow bars, not one block."""
+
 TIMELINE_USER_EVENTS = 200
 """Per-user events shown in the timeline (warnings and alerts); the rest are counted."""
 
@@ -234,7 +237,7 @@ def removals_svg(outcomes: Sequence[Outcome]) -> str:
     for t in times:
         b = (int(t.timestamp()) - start) // size
         counts[b] = counts.get(b, 0) + 1
-    n_bins = max(counts) + 1
+    n_bins = max(max(counts) + 1, MIN_SLOTS)
     top = max(counts.values())
     width, height = 720, 120
     bar = width / n_bins
