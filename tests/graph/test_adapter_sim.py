@@ -37,7 +37,7 @@ TEAMS = "57ff2da0-773e-42df-b2af-ffb7a2317929"
 DOMAIN = "contoso.onmicrosoft.com"
 CAROL_UPN = f"carol.king+ops@{DOMAIN}"
 MISSING = "0badc0de-0000-4000-8000-000000000000"
-USER_SELECT = "$select=id,userPrincipalName,licenseAssignmentStates"
+USER_SELECT = "$select=id,userPrincipalName,displayName,licenseAssignmentStates"
 
 
 def tenant_doc(*, bulk: int = 0) -> dict[str, Any]:
@@ -156,6 +156,7 @@ async def test_user_licenses_by_id_separates_direct_and_inherited_sources(rig: R
     alice = await rig.graph.user_licenses(rig.id("alice"))
     assert alice.user_id == rig.id("alice")
     assert alice.user_principal_name == f"alice@{DOMAIN}"
+    assert alice.display_name, "the display name is read with the licenses (reports name people)"
     assert direct(alice) == DirectAssignment(E3, frozenset({SWAY}))
     (inherited,) = [s for s in alice.states if not s.is_direct]
     assert (inherited.assigned_by_group, inherited.disabled_plans) == (rig.id("lic"), frozenset({TEAMS}))
@@ -163,7 +164,7 @@ async def test_user_licenses_by_id_separates_direct_and_inherited_sources(rig: R
     erin = await rig.graph.user_licenses(rig.id("erin"))
     (broken,) = erin.states
     assert (broken.state, broken.error) == ("Error", "CountViolation")
-    assert all(r.url.params["$select"] == "id,userPrincipalName,licenseAssignmentStates" for r in rig.sent)
+    assert all(r.url.params["$select"] == "id,userPrincipalName,displayName,licenseAssignmentStates" for r in rig.sent)
     assert all("//" not in r.url.path for r in rig.sent)
 
 
@@ -191,7 +192,7 @@ async def test_group_members_pages_by_999_and_follows_next_links_verbatim() -> N
     opening = rig.sent[0].url
     assert opening.path == f"/v1.0/groups/{rig.id('lic')}/members/graph.user"
     assert opening.params["$top"] == "999"
-    assert opening.params["$select"] == "id,userPrincipalName,licenseAssignmentStates"
+    assert opening.params["$select"] == "id,userPrincipalName,displayName,licenseAssignmentStates"
     assert opening.params["$count"] == "true"
     # The cast is an advanced query: its header must go on every page (Graph does not carry it over).
     assert all(page.headers.get("ConsistencyLevel") == "eventual" for page in rig.sent)
