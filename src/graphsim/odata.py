@@ -80,60 +80,11 @@ def parse(
     relationship: bool = False,
 ) -> Query:
     """Validate the query of one request. `selectable` maps lower-case names to Graph's casing."""
-    values: dict[str, str] = {}
-    for key, value in params:
-        name = key.lower()
-        if name.startswith("$") or name.startswith("%24"):
-            name = "$" + name.lstrip("$").removeprefix("%24")
-            if name not in _KNOWN_OPTIONS:
-                raise errors.bad_request(f"Query option '{key}' is not allowed. Make sure that the option is valid.")
-            if name in values:
-                raise errors.bad_request(
-                    f"Query option '{name}' was specified more than once, but it must be specified at most once."
-                )
-            values[name] = value
+    values = _options(params)
     advanced = headers.get("ConsistencyLevel", "").strip().lower() == "eventual"
-
-    select: tuple[str, ...] | None = None
-    if "$select" in values:
-        names = [s.strip() for s in values["$select"].split(",") if s.strip()]
-        if not names:
-            raise errors.bad_request("The $select query option must name at least one property.")
-        chosen: list[str] = []
-        for name in names:
-            canonical = selectable.get(name.lower())
-            if canonical is None:
-                raise errors.bad_request(f"Could not find a property named '{name}' on type '{type_name}'.")
-            if canonical not in chosen:
-                chosen.append(canonical)
-        select = tuple(chosen)
-
-    top: int | None = None
-    if "$top" in values:
-        if not collection:
-            raise errors.bad_request(
-                "The query specified in the URI is not valid. $top is not allowed on a single entity."
-            )
-        raw = values["$top"].strip()
-        try:
-            top = int(raw)
-        except ValueError:
-            top = -1
-        if not 1 <= top <= MAX_TOP:
-            raise errors.unsupported_query(
-                f"Invalid page size specified: '{raw}'. Must be between 1 and 999 inclusive."
-            )
-
-    for option in ("$orderby", "$search"):
-        if option in values:
-            if not advanced:
-                raise errors.unsupported_query(
-                    f"{option} requires the ConsistencyLevel: eventual header and $count=true (advanced query)."
-                )
-            raise errors.unsupported_query(f"{option} is not supported by graphsim.")
-    if "$skip" in values:
-        raise errors.bad_request("'$skip' is not supported by the service.")
-
+    select = _select(values["$select"], selectable, type_name) if "$select" in values else None
+    top = _top(values["$top"], collection) if "$top" in values else None
+    _refuse_unsupported(values, advanced)
     parsed_filter: Filter | None = None
     if "$filter" in values:
         if not collection:
@@ -160,6 +111,62 @@ def parse(
         advanced=advanced,
         params=kept,
     )
+
+
+def _options(params: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """The system query options by canonical name ($-prefixed, lower case); unknown or repeated ones fail."""
+    values: dict[str, str] = {}
+    for key, value in params:
+        name = key.lower()
+        if name.startswith("$") or name.startswith("%24"):
+            name = "$" + name.lstrip("$").removeprefix("%24")
+            if name not in _KNOWN_OPTIONS:
+                raise errors.bad_request(f"Query option '{key}' is not allowed. Make sure that the option is valid.")
+            if name in values:
+                raise errors.bad_request(
+                    f"Query option '{name}' was specified more than once, but it must be specified at most once."
+                )
+            values[name] = value
+    return values
+
+
+def _select(raw: str, selectable: Mapping[str, str], type_name: str) -> tuple[str, ...]:
+    names = [s.strip() for s in raw.split(",") if s.strip()]
+    if not names:
+        raise errors.bad_request("The $select query option must name at least one property.")
+    chosen: list[str] = []
+    for name in names:
+        canonical = selectable.get(name.lower())
+        if canonical is None:
+            raise errors.bad_request(f"Could not find a property named '{name}' on type '{type_name}'.")
+        if canonical not in chosen:
+            chosen.append(canonical)
+    return tuple(chosen)
+
+
+def _top(value: str, collection: bool) -> int:
+    if not collection:
+        raise errors.bad_request("The query specified in the URI is not valid. $top is not allowed on a single entity.")
+    raw = value.strip()
+    try:
+        top = int(raw)
+    except ValueError:
+        top = -1
+    if not 1 <= top <= MAX_TOP:
+        raise errors.unsupported_query(f"Invalid page size specified: '{raw}'. Must be between 1 and 999 inclusive.")
+    return top
+
+
+def _refuse_unsupported(values: Mapping[str, str], advanced: bool) -> None:
+    for option in ("$orderby", "$search"):
+        if option in values:
+            if not advanced:
+                raise errors.unsupported_query(
+                    f"{option} requires the ConsistencyLevel: eventual header and $count=true (advanced query)."
+                )
+            raise errors.unsupported_query(f"{option} is not supported by graphsim.")
+    if "$skip" in values:
+        raise errors.bad_request("'$skip' is not supported by the service.")
 
 
 def parse_filter(text: str, filterable: frozenset[str], type_name: str) -> Filter:

@@ -192,10 +192,6 @@ class UsersRows:
     digest: str
     rows: tuple[dict[str, Any], ...]
 
-    @property
-    def row_range(self) -> tuple[str, str]:
-        return f"{self.digest}-", f"{self.digest}."  # "." sorts right after "-"
-
 
 def users_json(users: frozenset[str]) -> str:
     # ensure_ascii makes characters = UTF-16 units = bytes, so pieces can be cut anywhere.

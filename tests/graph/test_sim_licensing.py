@@ -6,7 +6,7 @@ with `sim.advance`, so every state change is observed at a known moment.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import httpx
@@ -38,8 +38,8 @@ TEAMS = "57ff2da0-773e-42df-b2af-ffb7a2317929"
 
 
 def doc(
-    users: list[dict[str, Any]],
-    groups: list[dict[str, Any]],
+    users: Sequence[object],
+    groups: Sequence[object],
     *,
     seats: dict[str, int] | None = None,
     default_location: str | None = "US",
@@ -78,8 +78,9 @@ GROUP_STATE = RequestConfiguration(
 async def states(client: GraphServiceClient, user_id: str) -> list[LicenseAssignmentState]:
     user = await client.users.by_user_id(user_id).get(STATES)
     assert user is not None
-    assert user.license_assignment_states is not None
-    return user.license_assignment_states
+    states: list[LicenseAssignmentState] | None = user.license_assignment_states
+    assert states is not None
+    return states
 
 
 async def inherited(client: GraphServiceClient, user_id: str, group_id: str) -> dict[str, tuple[str, str]]:

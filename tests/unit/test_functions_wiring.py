@@ -14,6 +14,7 @@ from licshift.localrun import load_function_app
 from licshift.settings import STORAGE_CONNECTION, Settings
 
 function_app = load_function_app()
+assert function_app.__file__ is not None
 ROOT = Path(function_app.__file__).resolve().parent
 
 

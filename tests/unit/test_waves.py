@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from licshift.decide import Policy
+from factories import E3, GROUP, T0, wave
 from licshift.outcomes import Outcome, OutcomeStatus
 from licshift.waves import (
     FINAL_STATUSES,
@@ -31,27 +31,6 @@ from licshift.waves import (
     selection_exhausted,
     tally,
 )
-
-GROUP = "0f5c3a50-6b7a-4a0e-9c51-3f1b7d2a8e10"
-E3 = "6fd2c87f-b296-42f0-b197-1e91e994b900"
-T0 = datetime(2026, 11, 1, tzinfo=UTC)
-
-
-def wave(status: WaveStatus = WaveStatus.WAITING, **changes: object) -> Wave:
-    base = Wave(
-        wave_id=str(uuid.uuid4()),
-        group_id=GROUP,
-        sku_ids=(E3,),
-        selection=Selection(SelectionKind.FIRST, count=5),
-        policy=Policy.NO_LOSS,
-        dry_run=False,
-        force=False,
-        requested_by="alice",
-        status=status,
-        created_at=T0,
-        updated_at=T0,
-    )
-    return replace(base, **changes)  # type: ignore[arg-type]
 
 
 def select(selection: Selection, users: list[str]) -> list[str]:

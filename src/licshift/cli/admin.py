@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
-from licshift.decide import Policy
 from licshift.ledger import Ledger
 from licshift.messages import (
     Command,
@@ -257,9 +256,3 @@ def describe_selection(selection: Selection) -> str:
         if selection.users
         else ""
     )
-
-
-def policy_arg(value: str | None) -> str | None:
-    if value is None:
-        return None
-    return Policy(value).value
