@@ -5,6 +5,11 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Debian's chromium and chromium-driver: the HTML report is tested in a real headless browser.
+# Installed only when missing (CI is root on a fresh Debian machine; elsewhere through sudo).
+# Defined before the rules that name it: make expands prerequisites as it reads them.
+CHROMIUM := /usr/bin/chromedriver
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: setup demo test lint typecheck unit bench clean
 
@@ -17,12 +22,9 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-# Debian's chromium and chromium-driver: the HTML report is tested in a real headless browser.
-# Installed only when missing (CI is root on a fresh Debian machine; elsewhere through sudo).
-CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
-	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update
-	$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y chromium chromium-driver
+	$(SUDO) apt-get update
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver
 
 node_modules/.bin/azurite: package.json
 	npm install --no-audit --no-fund --loglevel=error
