@@ -37,7 +37,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 
 from licshift.decide import Policy
 from licshift.licenses import DirectAssignment
-from licshift.outcomes import Control, Event, Outcome, OutcomeStatus, Severity, outcome_key
+from licshift.outcomes import Control, DriftState, Event, Outcome, OutcomeStatus, Severity, outcome_key
 from licshift.settings import Settings, SettingsError
 from licshift.storeport import ConcurrencyConflict, Versioned
 from licshift.waves import Selection, SelectionKind, Wave, WaveCounters, WaveStatus
@@ -51,6 +51,9 @@ WAVE_PARTITION: Final = "wave"
 USERS_PARTITION_PREFIX: Final = "users-"
 CONTROL_PARTITION: Final = "control"
 CONTROL_ROW: Final = "global"
+DRIFT_PARTITION: Final = "drift"
+"""Drift state lives in the Control table: current state overwritten in place, like the kill switch,
+one row per (user, SKU), RowKey user_sku."""
 SCHEMA_VERSION: Final = 1
 
 MAX_STRING_UNITS: Final = 32_000
@@ -403,6 +406,46 @@ def control_from_entity(entity: Mapping[str, Any]) -> Control:
     )
 
 
+def drift_to_entity(state: DriftState) -> dict[str, Any]:
+    entity: dict[str, Any] = {
+        "PartitionKey": DRIFT_PARTITION,
+        "RowKey": check_key(state.key, "drift key"),
+        "user_id": _fit(state.user_id, "user id"),
+        "sku_id": _fit(state.sku_id, "sku id"),
+        "group_id": _fit(state.group_id, "group id"),
+        "wave_id": _fit(state.wave_id, "wave id"),
+        "first_seen": _utc(state.first_seen, "first_seen"),
+        "last_seen": _utc(state.last_seen, "last_seen"),
+        "user_principal_name": _fit(state.user_principal_name, "user principal name"),
+        "group_name": _free_text(state.group_name),
+        "sku_name": _fit(state.sku_name, "sku name"),
+        "cleared_reason": _free_text(state.cleared_reason),
+    }
+    if state.cleared_at is not None:
+        entity["cleared_at"] = _utc(state.cleared_at, "cleared_at")
+    return entity
+
+
+def drift_from_entity(entity: Mapping[str, Any]) -> DriftState:
+    try:
+        cleared = entity.get("cleared_at")
+        return DriftState(
+            user_id=_text(entity, "user_id"),
+            sku_id=_text(entity, "sku_id"),
+            group_id=_text(entity, "group_id"),
+            wave_id=_text(entity, "wave_id"),
+            first_seen=_read_datetime(entity["first_seen"]),
+            last_seen=_read_datetime(entity["last_seen"]),
+            user_principal_name=_text(entity, "user_principal_name"),
+            group_name=_text(entity, "group_name"),
+            sku_name=_text(entity, "sku_name"),
+            cleared_at=None if cleared is None else _read_datetime(cleared),
+            cleared_reason=_text(entity, "cleared_reason"),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise LedgerCorrupt(f"drift row {entity.get('RowKey')!r} cannot be read: {exc}") from exc
+
+
 def event_partition(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y%m%d")
 
@@ -725,6 +768,21 @@ class Ledger:
         if not etag:
             return await self._insert(CONTROL, entity, "control row")
         return await self._replace(CONTROL, entity, etag, "control row")
+
+    # Drift state -----------------------------------------------------------------------------------
+
+    async def put_drift(self, rows: Sequence[DriftState]) -> None:
+        """Upsert drift state rows (drift_watch is their only writer: a singleton timer)."""
+        client = self._clients[CONTROL]
+        for chunk in transaction_chunks([drift_to_entity(r) for r in rows]):
+            await client.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in chunk])
+
+    async def iter_drift(self) -> AsyncIterator[DriftState]:
+        query = self._clients[CONTROL].query_entities(
+            "PartitionKey eq @pk", parameters={"pk": DRIFT_PARTITION}, results_per_page=PAGE_SIZE
+        )
+        async for entity in query:
+            yield drift_from_entity(entity)
 
     # Events --------------------------------------------------------------------------------------
 

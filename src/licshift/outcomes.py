@@ -113,3 +113,30 @@ class Control:
     """Writes per second the scheduler currently allows itself; 0 = not set yet (use the ceiling)."""
     updated_by: str = ""
     updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DriftState:
+    """One (user, SKU) whose direct license came back after a wave removed it: the current state,
+    one row each, kept up to date by drift_watch (first and last seen, cleared when resolved)."""
+
+    user_id: str
+    sku_id: str
+    group_id: str
+    wave_id: str
+    """The wave that had removed the direct license (the latest one, if several did)."""
+    first_seen: datetime
+    last_seen: datetime
+    user_principal_name: str = ""
+    group_name: str = ""
+    sku_name: str = ""
+    cleared_at: datetime | None = None
+    cleared_reason: str = ""
+
+    @property
+    def key(self) -> str:
+        return outcome_key(self.user_id, self.sku_id)
+
+    @property
+    def open(self) -> bool:
+        return self.cleared_at is None

@@ -342,19 +342,24 @@ async def _scanning(h: _Handle) -> None:
     selection = wave.selection
     members = selected = 0
     counts = {OutcomeStatus.PLANNED: 0, OutcomeStatus.BLOCKED: 0, OutcomeStatus.SKIPPED: 0}
+    users = dict.fromkeys(counts, 0)  # users, not (user, SKU) rows: what the workbook's progress shows
     batch: list[Outcome] = []
     seen_listed: set[str] = set()
 
     async def record(user: UserLicenses) -> None:
+        statuses = set()
         for sku in skus.values():
             decision = decide(user.states, sku, wave.group_id, wave.policy)
             row = outcome_for(wave, user, sku, decision, now)
             counts[row.status] += 1
+            statuses.add(row.status)
             batch.append(row)
             if row.status is OutcomeStatus.BLOCKED:
                 # The row is the ledger record; the log line lets the workbook chart blocks by reason
                 # from the scan too, not only those the remover finds on its fresh read.
                 telemetry.outcome_recorded(row)
+        for status in statuses:
+            users[status] += 1
         if len(batch) >= SCAN_BATCH:
             await rt.ledger.put_outcomes(batch)
             batch.clear()
@@ -403,6 +408,7 @@ async def _scanning(h: _Handle) -> None:
                         )
                     )
                     counts[OutcomeStatus.SKIPPED] += 1
+                users[OutcomeStatus.SKIPPED] += 1
                 continue
             await record(user)
     if batch:
@@ -422,7 +428,15 @@ async def _scanning(h: _Handle) -> None:
         f"{what}: {members} members read, {selected} selected, {counters.to_remove} to remove, "
         f"{counters.blocked} blocked, {counters.skipped} skipped",
         counters,
-        data={"names": scan_names(info, skus.values())},
+        data={
+            "names": scan_names(info, skus.values()),
+            "users": {
+                "to_remove": users[OutcomeStatus.PLANNED],
+                "blocked": users[OutcomeStatus.BLOCKED],
+                "skipped": users[OutcomeStatus.SKIPPED],
+                "selected": selected,
+            },
+        },
     )
 
 

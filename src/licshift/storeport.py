@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
-from licshift.outcomes import Control, Event, Outcome, OutcomeStatus
+from licshift.outcomes import Control, DriftState, Event, Outcome, OutcomeStatus
 from licshift.waves import Wave
 
 T = TypeVar("T")
@@ -76,6 +76,14 @@ class LedgerStore(Protocol):
     async def record_event(self, event: Event) -> None: ...
 
     def iter_events(self, since: datetime, kinds: Collection[str] | None = None) -> AsyncIterator[Event]: ...
+
+    async def put_drift(self, rows: Sequence[DriftState]) -> None:
+        """Upsert drift state rows, one per (user, SKU)."""
+        ...
+
+    def iter_drift(self) -> AsyncIterator[DriftState]:
+        """Every drift state row, open and cleared."""
+        ...
 
 
 class WorkQueue(Protocol):

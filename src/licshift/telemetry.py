@@ -35,6 +35,7 @@ REMOVAL_FAILED = "removal-failed"
 POISON = "poison-message"
 DRIFT = "drift"
 DRIFT_SUMMARY = "drift-summary"
+DRIFT_CLEARED = "drift-cleared"
 RATE = "write-rate"
 
 RAW_LIMIT = 2_000
@@ -130,6 +131,8 @@ def outcome_recorded(outcome: Outcome) -> None:
         "licshift_status": outcome.status.value,
         "licshift_decision": outcome.decision,
     }
+    if outcome.user_principal_name:
+        attrs["licshift_upn"] = outcome.user_principal_name
     if outcome.reason:
         attrs["licshift_reason"] = outcome.reason
     if outcome.detail:

@@ -19,6 +19,7 @@ from browser.chromium import Chromium
 from licshift.cli.main import run
 from licshift.outcomes import OutcomeStatus
 from licshift.reportpage import TILES
+from licshift.telemetry import WAVE_STATUS
 
 from .conftest import completed, simulator, start
 from .test_cli import use_stack_settings
@@ -33,6 +34,7 @@ async def test_report_of_the_adversarial_wave_in_a_browser(
         command = start(group, skus=tuple(skus), selection=selection_of(sim.scenario), force=True)
         wave = await completed(stack, await stack.enqueue(command), timeout=60)
         rows = await stack.outcomes(wave.wave_id)
+        scanned = [e for e in await stack.events([WAVE_STATUS]) if e.wave_id == wave.wave_id and "names" in e.data]
         use_stack_settings(monkeypatch, stack)
         out = tmp_path / "report.html"
         assert await asyncio.to_thread(run, ["report", wave.wave_id, "--format", "html", "--out", str(out)]) == 0
@@ -73,3 +75,7 @@ async def test_report_of_the_adversarial_wave_in_a_browser(
     assert skus_shown
     assert not any(len(s) == 36 and s.count("-") == 4 for s in skus_shown), "SKUs by part number"
     assert any(names_shown), "display names recorded at the scan"
+    # The workbook's progress grid reads the scan's user counts: the same users as the report's tile.
+    (scan,) = scanned
+    assert f"{scan.data['users']['to_remove']:,}" == tiles["to-remove"]
+    assert scan.data["names"]["group"] == group_name

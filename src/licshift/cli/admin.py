@@ -28,7 +28,7 @@ from licshift.messages import (
     encode_waves_message,
     parse_waves_message,
 )
-from licshift.outcomes import Event, Outcome
+from licshift.outcomes import DriftState, Event, Outcome
 from licshift.report import ReportFormat, render
 from licshift.settings import Settings
 from licshift.waves import FINAL_STATUSES, Selection, Wave, WaveStatus
@@ -218,17 +218,82 @@ async def report(storage: Storage, wave_id: str, fmt: ReportFormat, out: TextIO)
     return 0
 
 
-async def drift(storage: Storage, out: TextIO, hours: float) -> int:
-    from licshift.telemetry import DRIFT
+DRIFT_FOUND = 4
+"""Exit code of `drift --fail-on-drift` when drift is open (the command-line contract's 4)."""
 
-    events = [e async for e in storage.ledger.iter_events(datetime.now(UTC) - timedelta(hours=hours), {DRIFT})]
-    if not events:
-        print(f"no drift recorded in the last {hours:g} h", file=out)
-        return 0
-    print(f"{len(events)} direct assignment(s) came back after migration:", file=out)
-    for event in events:
-        print(f"  wave {event.wave_id[:8]}  user {event.user_id}  sku {event.sku_id}  {event.message}", file=out)
-    return 0
+
+def drift_summary(states: Sequence[DriftState]) -> list[dict[str, object]]:
+    """Open drift counted by group and SKU (users), largest first."""
+    counts: dict[tuple[str, str, str, str], set[str]] = {}
+    for s in states:
+        counts.setdefault((s.group_id, s.group_name, s.sku_id, s.sku_name), set()).add(s.user_id)
+    return [
+        {"group_id": g, "group": gn, "sku_id": k, "sku": kn, "users": len(u)}
+        for (g, gn, k, kn), u in sorted(counts.items(), key=lambda kv: (-len(kv[1]), kv[0][1], kv[0][3]))
+    ]
+
+
+def drift_json(s: DriftState) -> dict[str, object]:
+    return {
+        "user_id": s.user_id,
+        "user_principal_name": s.user_principal_name,
+        "sku_id": s.sku_id,
+        "sku": s.sku_name,
+        "group_id": s.group_id,
+        "group": s.group_name,
+        "removed_by_wave": s.wave_id,
+        "first_seen": s.first_seen.isoformat(),
+        "last_seen": s.last_seen.isoformat(),
+        "cleared_at": s.cleared_at.isoformat() if s.cleared_at else None,
+        "cleared_reason": s.cleared_reason,
+    }
+
+
+def drift_table(states: Sequence[DriftState]) -> str:
+    lines = [f"{'user':40}  {'sku':20}  {'group':24}  {'wave':8}  {'first seen':16}  {'last seen':16}  cleared"]
+    for s in states:
+        cleared = f"{s.cleared_at:%Y-%m-%d %H:%M} {s.cleared_reason}" if s.cleared_at else ""
+        lines.append(
+            f"{(s.user_principal_name or s.user_id)[:40]:40}  {(s.sku_name or s.sku_id)[:20]:20}  "
+            f"{(s.group_name or s.group_id)[:24]:24}  {s.wave_id[:8]:8}  {s.first_seen:%Y-%m-%d %H:%M}  "
+            f"{s.last_seen:%Y-%m-%d %H:%M}  {cleared}".rstrip()
+        )
+    return "\n".join(lines)
+
+
+async def drift(
+    storage: Storage, out: TextIO, *, show_all: bool = False, as_json: bool = False, fail_on_drift: bool = False
+) -> int:
+    """The drift state drift_watch keeps: open rows (and cleared ones with --all), summed by group and SKU."""
+    states = sorted(
+        [s async for s in storage.ledger.iter_drift()],
+        key=lambda s: (s.group_name, s.sku_name, s.user_principal_name or s.user_id),
+    )
+    open_ = [s for s in states if s.open]
+    shown = states if show_all else open_
+    summary = drift_summary(open_)
+    if as_json:
+        payload = {"open": len(open_), "cleared": len(states) - len(open_), "summary": summary}
+        json.dump({**payload, "drift": [drift_json(s) for s in shown]}, out, indent=2)
+        out.write("\n")
+    elif not open_:
+        print("no open drift: every direct license licshift removed is still gone", file=out)
+        if show_all and shown:
+            print(drift_table(shown), file=out)
+    else:
+        users = len({s.user_id for s in open_})
+        print(f"{len(open_)} direct license(s) came back after migration ({users} user(s)):", file=out)
+        for row in summary:
+            print(
+                f"  {row['group'] or row['group_id']} / {row['sku'] or row['sku_id']}: {row['users']} user(s)", file=out
+            )
+        print(drift_table(shown), file=out)
+        print(
+            "next: fix the legacy script that re-adds them, then start a new wave on the group "
+            "(licshift wave start --group <group> --sku <sku> --all): it migrates them again with every check",
+            file=out,
+        )
+    return DRIFT_FOUND if fail_on_drift and open_ else 0
 
 
 def selection_from_args(

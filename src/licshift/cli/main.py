@@ -89,8 +89,14 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=[f.value for f in ReportFormat], default="csv")
     report.add_argument("--out", type=Path, default=None, help="file to write (default: standard output)")
 
-    drift = sub.add_parser("drift", help="direct assignments that came back after migration (recorded by drift_watch)")
-    drift.add_argument("--hours", type=float, default=24 * 7)
+    drift = sub.add_parser(
+        "drift",
+        help="direct licenses that came back after migration: current state, by group and SKU",
+        epilog="example: licshift drift --json | jq '.summary'",
+    )
+    drift.add_argument("--all", action="store_true", help="also list drift that was cleared since")
+    drift.add_argument("--json", action="store_true", help="print JSON (keys: open, cleared, summary, drift)")
+    drift.add_argument("--fail-on-drift", action="store_true", help="exit 4 when any drift is open")
     return p
 
 
@@ -184,7 +190,9 @@ async def _admin(args: argparse.Namespace, settings: Settings) -> int:
             print(f"wrote {args.out}", file=out)
             return code
         if args.command == "drift":
-            return await admin.drift(storage, out, args.hours)
+            return await admin.drift(
+                storage, out, show_all=args.all, as_json=args.json, fail_on_drift=args.fail_on_drift
+            )
     raise UsageError(f"unknown command {args.command}")
 
 
