@@ -346,9 +346,12 @@ def outcome_to_entity(outcome: Outcome) -> dict[str, Any]:
         "attempts": _write_int(outcome.attempts),
         "graph_error": _free_text(outcome.graph_error),
         "actor": _fit(outcome.actor, "actor"),
+        "loss_found_by": _fit(outcome.loss_found_by, "loss found by"),
     }
     if outcome.updated_at is not None:
         entity["updated_at"] = _utc(outcome.updated_at, "updated_at")
+    if outcome.not_before is not None:
+        entity["not_before"] = _utc(outcome.not_before, "not_before")
     return entity
 
 
@@ -357,6 +360,7 @@ def outcome_from_entity(entity: Mapping[str, Any]) -> Outcome:
     try:
         snapshot_text = _text(entity, "snapshot")
         updated = entity.get("updated_at")
+        not_before = entity.get("not_before")
         return Outcome(
             wave_id=str(entity["PartitionKey"]),
             user_id=_text(entity, "user_id"),
@@ -374,6 +378,8 @@ def outcome_from_entity(entity: Mapping[str, Any]) -> Outcome:
             graph_error=_text(entity, "graph_error"),
             actor=_text(entity, "actor", "licshift"),
             updated_at=None if updated is None else _read_datetime(updated),
+            not_before=None if not_before is None else _read_datetime(not_before),
+            loss_found_by=_text(entity, "loss_found_by"),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise LedgerCorrupt(f"{where} cannot be read: {exc}") from exc

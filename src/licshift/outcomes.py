@@ -75,6 +75,11 @@ class Outcome:
     graph_error: str = ""
     actor: str = "licshift"
     updated_at: datetime | None = None
+    not_before: datetime | None = None
+    """Graph's Retry-After for this row, as a time: no path calls Graph for it before then."""
+    loss_found_by: str = ""
+    """Who recorded that the user lost plans after the removal (post-check, verification, ...): the
+    only reason a restore task may act on the row besides a rollback ("" = no loss recorded)."""
 
     @property
     def key(self) -> str:

@@ -29,9 +29,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 from licshift import telemetry
-from licshift.decide import Block, Remove, Skip, decide
+from licshift.decide import Block, Remove, Skip, SkipReason, decide
 from licshift.graphport import (
     GraphError,
     GraphRequestError,
@@ -42,7 +43,14 @@ from licshift.graphport import (
     TransientGraphError,
     UserLicenses,
 )
-from licshift.licenses import DirectAssignment, Sku, direct_assignment, effective_plans, has_effective_sku
+from licshift.licenses import (
+    DirectAssignment,
+    Sku,
+    direct_assignment,
+    effective_plans,
+    has_effective_sku,
+    states_for,
+)
 from licshift.messages import MalformedMessage, Task, TaskKind, encode_task, parse_task
 from licshift.outcomes import FINAL_OUTCOMES, Event, Outcome, OutcomeStatus, Severity
 from licshift.runtime import Runtime, UnknownSku
@@ -53,6 +61,10 @@ log = logging.getLogger("licshift.removal")
 
 ACTOR = "remover"
 USER_NOT_FOUND = "user-not-found"
+GONE_BEFORE_REMOVAL = "gone-before-removal"
+"""Skip reason: the scan saw a direct assignment the fresh read no longer shows (someone else removed
+it, or licshift did and the ledger lost the record): not licshift's removal to roll back or count."""
+POST_CHECK = "post-check"
 RESTORE_ATTEMPTS = 3
 RESTORE_WAIT_CAP = 120.0
 """Seconds a restore after a loss waits in-process for Graph's Retry-After before queueing itself."""
@@ -112,12 +124,45 @@ async def run_task(rt: Runtime, task: Task) -> str:
         # delivery continues (a removal that may have happened stays REMOVING), so the task is sent
         # again after Retry-After, like a throttled write: never a hot retry, never a failed delivery.
         await _throttled(rt, task, exc)
+        await _promise(rt, task, _until(rt, exc))
         return "throttled"
 
 
-async def _rejected(rt: Runtime, reason: str, raw: str) -> None:
-    event = telemetry.rejected_request(reason, raw, prefix="removals queue: ", actor=ACTOR)
+async def _rejected(rt: Runtime, reason: str, raw: str, task: Task | None = None) -> None:
+    wave_id = task.wave_id if task is not None else ""
+    event = telemetry.rejected_request(reason, raw, prefix="removals queue: ", wave_id=wave_id, actor=ACTOR)
     await telemetry.emit(rt.ledger, event, rt.now())
+
+
+def _until(rt: Runtime, exc: Throttled) -> datetime:
+    return rt.now() + timedelta(seconds=max(0.0, exc.retry_after))
+
+
+async def _promise(rt: Runtime, task: Task, until: datetime) -> None:
+    """Record Graph's Retry-After on the task's row, so that no other path (the scheduler's re-send of
+    stale rows, the poison handler, a duplicate delivery) calls Graph for it before then."""
+    for _ in range(HALT_ATTEMPTS):
+        loaded = await rt.ledger.get_outcome(task.wave_id, task.user_id, task.sku_id)
+        if loaded is None or (loaded.value.not_before is not None and loaded.value.not_before >= until):
+            return
+        try:
+            await rt.ledger.save_outcome(replace(loaded.value, not_before=until), loaded.etag)
+            return
+        except ConcurrencyConflict:
+            continue
+
+
+async def _wait_promised(rt: Runtime, task: Task, row: Outcome) -> bool:
+    """True (and the task sent again for then) if Graph asked to wait for this row and the time has
+    not come yet: a delivery before its time must not call Graph at all."""
+    if row.not_before is None:
+        return False
+    left = (row.not_before - rt.now()).total_seconds()
+    if left <= 0:
+        return False
+    await rt.queue.send(rt.settings.removals_queue, encode_task(task), delay_seconds=left)
+    log.info("%s task for %s/%s waits %.0f s more for Graph's Retry-After", task.kind, task.user_id, task.sku_id, left)
+    return True
 
 
 async def _save(rt: Runtime, row: Outcome, etag: str) -> str | None:
@@ -146,7 +191,17 @@ async def remove(rt: Runtime, task: Task) -> str:
     row, etag = loaded.value, loaded.etag
     if row.status in FINAL_OUTCOMES:
         return row.status.value
+    if row.loss_found_by:
+        # A loss is on record and its restore is pending: only a restore may touch this row now.
+        return await restore(rt, replace(task, kind=TaskKind.RESTORE))
+    if await _wait_promised(rt, task, row):
+        return "throttled"
     wave, kill_switch = await _state(rt, task)
+    if wave is not None and wave.dry_run:
+        # A dry run writes nothing (S2) and its plan stays as recorded: this task did not come from
+        # licshift's scheduler.
+        await _rejected(rt, f"remove task for dry-run wave {task.wave_id}: a plan is never carried out", "", task)
+        return "rejected"
     stop = _stop(wave, kill_switch)
     if stop is not None and row.status is not OutcomeStatus.REMOVING:
         await _settle(rt, row, etag, stop)
@@ -170,6 +225,8 @@ async def remove(rt: Runtime, task: Task) -> str:
         await _settle(rt, row, etag, stop or _Stop(OutcomeStatus.NOT_ATTEMPTED, "wave no longer exists"))
         return (stop.status if stop else OutcomeStatus.NOT_ATTEMPTED).value
     decision = decide(fresh.states, sku, wave.group_id, wave.policy)
+    if isinstance(decision, Skip) and decision.reason is SkipReason.NO_DIRECT_ASSIGNMENT and row.snapshot:
+        return await _gone_before_removal(rt, row, etag, sku, fresh)
     if isinstance(decision, Skip | Block):
         final = replace(
             row,
@@ -220,7 +277,7 @@ async def remove(rt: Runtime, task: Task) -> str:
         # The row stays REMOVING (a message is on the queue again): a 429 does not prove the write
         # was not applied, and the marker with its snapshot lets the next delivery reconcile.
         await _throttled(rt, task, exc)
-        await _save(rt, replace(marked, graph_error=f"throttled: {exc}"), marked_etag)
+        await _save(rt, replace(marked, graph_error=f"throttled: {exc}", not_before=_until(rt, exc)), marked_etag)
         return "throttled"
     except (NotAssigned, InheritedOnly) as exc:
         # A retried POST whose first try succeeded answers this way: the post-check tells.
@@ -273,6 +330,34 @@ async def _user_gone(rt: Runtime, row: Outcome, etag: str) -> str:
     return gone.status.value
 
 
+async def _gone_before_removal(rt: Runtime, row: Outcome, etag: str, sku: Sku, fresh: UserLicenses) -> str:
+    """The scan saw a direct assignment the fresh read does not: say so, with what the read showed,
+    instead of "no direct assignment" (which reads as "nothing to do" and hides who removed it). The
+    row keeps the scan's snapshot for the record; a rollback restores REMOVED rows only."""
+    sources = [
+        f"group {s.assigned_by_group} ({s.state}{', error ' + s.error if s.error else ''})"
+        for s in states_for(fresh.states, sku.sku_id)
+    ]
+    after = effective_plans(fresh.states, sku)
+    shown = (
+        f"inherited from {', '.join(sorted(sources))}; {len(after)} of {len(sku.plan_ids)} plans enabled"
+        if sources
+        else f"no assignment of {sku.part_number or sku.sku_id} at all"
+    )
+    gone = replace(
+        row,
+        status=OutcomeStatus.SKIPPED,
+        decision="skip",
+        reason=GONE_BEFORE_REMOVAL,
+        detail=f"the scan saw a direct assignment; the fresh read before removal showed none: {shown}",
+        after_plans=after,
+        user_principal_name=fresh.user_principal_name or row.user_principal_name,
+        actor=ACTOR,
+    )
+    await _save(rt, gone, etag)
+    return gone.status.value
+
+
 async def _throttled(rt: Runtime, task: Task, exc: Throttled) -> None:
     """Graph said 429: send the task again after Retry-After (never a hot retry, not a failure) and
     report it, so the scheduler lowers its rate."""
@@ -313,6 +398,7 @@ async def _post_check(rt: Runtime, row: Outcome, etag: str, sku: Sku, after_read
         return OutcomeStatus.REMOVED.value
     lost = sku.describe(row.before_plans - after)
     detail = "lost " + (", ".join(p.name or p.plan_id for p in lost) or f"the SKU {sku.part_number or sku.sku_id}")
+    row = replace(row, loss_found_by=POST_CHECK)
     restore = await _restore_now(rt, row, after_read)
     if restore.wrote:
         restored_plans, reread = await _read_plans(rt, row.user_id, sku)
@@ -327,7 +413,13 @@ async def _post_check(rt: Runtime, row: Outcome, etag: str, sku: Sku, after_read
         # Not put back yet: the row stays REMOVING (not final), so the queued restore task, a
         # redelivery or the scheduler's re-send of stale rows reconciles it from a fresh read.
         restored_plans = after
-        final = replace(row, after_plans=after, detail=f"{detail}; {restore.summary}", graph_error=restore.error)
+        final = replace(
+            row,
+            after_plans=after,
+            detail=f"{detail}; {restore.summary}",
+            graph_error=restore.error,
+            not_before=restore.not_before or row.not_before,
+        )
     await _save(rt, final, etag)
     await telemetry.emit(
         rt.ledger,
@@ -366,6 +458,7 @@ class _RestoreResult:
     wrote: bool
     summary: str
     error: str = ""
+    not_before: datetime | None = None
 
 
 async def _restore_now(rt: Runtime, row: Outcome, current: UserLicenses) -> _RestoreResult:
@@ -385,10 +478,13 @@ async def _restore_now(rt: Runtime, row: Outcome, current: UserLicenses) -> _Res
             await rt.graph.restore_direct(row.user_id, row.snapshot)
             return _RestoreResult(True, "the direct assignment was restored")
         except Throttled as exc:
-            if attempts >= RESTORE_ATTEMPTS:
+            if attempts >= RESTORE_ATTEMPTS or exc.retry_after > RESTORE_WAIT_CAP:
+                # Waiting less than Graph asked and trying again would break its Retry-After: a wait
+                # longer than the cap goes to a restore task that becomes visible only then.
                 await _throttled(rt, task, exc)
-                return _RestoreResult(False, "restore throttled; restore task queued", f"throttled: {exc}")
-            await asyncio.sleep(min(RESTORE_WAIT_CAP, max(0.0, exc.retry_after)))
+                summary = f"restore throttled; restore task queued for {exc.retry_after:g} s from now"
+                return _RestoreResult(False, summary, f"throttled: {exc}", _until(rt, exc))
+            await asyncio.sleep(max(0.0, exc.retry_after))
         except GraphError as exc:
             await rt.queue.send(rt.settings.removals_queue, encode_task(task), delay_seconds=RESTORE_RETRY_SECONDS)
             return _RestoreResult(False, f"restore failed ({exc}); restore task queued", str(exc))
@@ -437,12 +533,15 @@ async def restore(rt: Runtime, task: Task) -> str:
     row, etag = loaded.value, loaded.etag
     if row.status is target:
         return row.status.value
-    if rollback:
-        wave = await rt.ledger.get_wave(task.wave_id)
-        if wave is None or wave.value.status is not WaveStatus.ROLLING_BACK or row.status is not OutcomeStatus.REMOVED:
-            return row.status.value
-    elif row.status not in (OutcomeStatus.REMOVED, OutcomeStatus.REMOVING):
-        return row.status.value
+    wave = await rt.ledger.get_wave(task.wave_id) if rollback else None
+    refusal = _restore_refusal(task, row, wave.value if wave else None)
+    if refusal is not None:
+        # Graph writes are removals plus restores of a recorded loss or a rollback, nothing else (S2);
+        # anything else on this queue did not come from licshift, and is recorded (S7).
+        await _rejected(rt, refusal, encode_task(task), task)
+        return "rejected"
+    if await _wait_promised(rt, task, row):
+        return "throttled"
     if row.snapshot is None:
         return await _fail(rt, row, etag, "no recorded snapshot to restore")
     try:
@@ -455,6 +554,7 @@ async def restore(rt: Runtime, task: Task) -> str:
             await rt.graph.restore_direct(task.user_id, row.snapshot)
         except Throttled as exc:
             await _throttled(rt, task, exc)
+            await _save(rt, replace(row, not_before=_until(rt, exc)), etag)
             return "throttled"
         wrote = True
         fresh = await rt.graph.user_licenses(task.user_id)
@@ -483,6 +583,23 @@ async def restore(rt: Runtime, task: Task) -> str:
         rt.now(),
     )
     return target.value
+
+
+def _restore_refusal(task: Task, row: Outcome, wave: Wave | None) -> str | None:
+    """Why a restore task may not act on `row` (None: it may). A restore puts back a recorded loss;
+    a rollback-restore undoes a removal while its wave rolls back."""
+    what = f"{task.kind} task for user {task.user_id} / SKU {task.sku_id} in wave {task.wave_id}"
+    if task.kind is TaskKind.ROLLBACK_RESTORE:
+        if wave is None or wave.status is not WaveStatus.ROLLING_BACK:
+            return f"{what}: the wave is {wave.status if wave else 'unknown'}, not rolling back"
+        if row.status is not OutcomeStatus.REMOVED:
+            return f"{what}: the row is {row.status}, not removed"
+        return None
+    if not row.loss_found_by:
+        return f"{what}: no loss was recorded for it (row {row.status})"
+    if row.status not in (OutcomeStatus.REMOVED, OutcomeStatus.REMOVING):
+        return f"{what}: the row is {row.status}"
+    return None
 
 
 # --- poison --------------------------------------------------------------------------------------
@@ -517,6 +634,11 @@ async def _reconcile(rt: Runtime, task: Task, dequeue_count: int) -> str:
     row, etag = loaded.value, loaded.etag
     if row.status in FINAL_OUTCOMES:
         return row.status.value
+    if row.loss_found_by:
+        return await restore(rt, replace(task, kind=TaskKind.RESTORE))
+    if row.not_before is not None and row.not_before > rt.now():
+        # Graph asked to wait; the task it re-sent reconciles the row then.
+        return f"throttled until {row.not_before.isoformat()}; left to the task re-sent for then"
     sku = await rt.skus.get(rt.graph, task.sku_id, rt.now())
     try:
         fresh = await rt.graph.user_licenses(task.user_id)

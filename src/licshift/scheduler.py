@@ -568,10 +568,20 @@ async def _resend_stale(
     message, a worker that died). Tasks are idempotent, so a duplicate costs one read at most."""
     rt = ctx.rt
     horizon = ctx.now - stale_after(rt.settings.tick_seconds)
-    stale = [o for o in rows if o.status in statuses and o.updated_at is not None and o.updated_at < horizon]
+    stale = [
+        o
+        for o in rows
+        if o.status in statuses
+        and o.updated_at is not None
+        and o.updated_at < horizon
+        # Graph's Retry-After is a promise: a throttled row's task was re-sent for then already.
+        and (o.not_before is None or o.not_before <= ctx.now)
+    ]
     for row in stale[: ctx.budget.left]:
         current = await rt.ledger.get_outcome(wave.wave_id, row.user_id, row.sku_id)
         if current is None or current.value.status not in statuses:
+            continue
+        if current.value.not_before is not None and current.value.not_before > ctx.now:
             continue
         try:
             await rt.ledger.save_outcome(replace(current.value, updated_at=ctx.now), current.etag)
@@ -676,6 +686,7 @@ async def restore_after_loss(
     snapshot = row.snapshot
     current = await rt.ledger.get_outcome(row.wave_id, row.user_id, row.sku_id)
     etag = current.etag if current is not None else None
+    row = replace(row, loss_found_by=found_by)
     wrote = False
     if snapshot is not None and direct_assignment(user.states, row.sku_id) is None:
         try:
@@ -683,6 +694,14 @@ async def restore_after_loss(
             wrote = True
         except GraphError as exc:
             delay = exc.retry_after if isinstance(exc, Throttled) else 0.0
+            # The loss goes on record first: a restore task acts only on a row with a recorded loss.
+            pending = replace(
+                row, not_before=now + timedelta(seconds=delay) if delay else row.not_before, updated_at=now
+            )
+            try:
+                await rt.ledger.save_outcome(pending, etag)
+            except ConcurrencyConflict:
+                log.warning("outcome %s/%s changed while recording its loss", row.wave_id, row.key)
             task = Task(TaskKind.RESTORE, row.wave_id, row.user_id, row.sku_id)
             await rt.queue.send(rt.settings.removals_queue, encode_task(task), delay_seconds=delay)
             await telemetry.emit(
