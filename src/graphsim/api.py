@@ -607,6 +607,7 @@ def batch(api: GraphApi, request: ApiRequest, ids: tuple[str, ...]) -> tuple[int
             read=answer.executed and answer.kind == "read",
             write=answer.executed and answer.kind == "write",
             quota=answer.quota,
+            path=inner.path,
         )
         results[rid] = answer.status
         inner_headers = {k: v for k, v in answer.headers.items() if k.lower() in ("retry-after", "location")}

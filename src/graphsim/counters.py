@@ -5,12 +5,31 @@
   injected fault before being applied),
 - throttled: every 429 answered (quota or injected), with `throttled_quota` the quota ones,
 - faults: injected faults (any effect), errors: any 4xx/5xx answered, by status.
+
+The request log keeps every counted request in order (when, endpoint, concrete path, status), so a
+test can measure timing: no call for a user before its Retry-After, writes per second across hosts.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+
+LOG_LIMIT = 200_000
+"""Requests the log keeps (the oldest drop out): a few MB, enough for any test or demo run."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedRequest:
+    at: datetime
+    """Wall-clock time (UTC) the answer was counted."""
+    endpoint: str
+    path: str
+    status: int
+    write: bool
+    """A write that reached the tenant (applied)."""
 
 
 @dataclass(slots=True)
@@ -38,6 +57,7 @@ class EndpointCounts:
 class Counters:
     def __init__(self) -> None:
         self.endpoints: dict[str, EndpointCounts] = {}
+        self.log: deque[LoggedRequest] = deque(maxlen=LOG_LIMIT)
 
     def _get(self, endpoint: str) -> EndpointCounts:
         counts = self.endpoints.get(endpoint)
@@ -54,7 +74,9 @@ class Counters:
         write: bool = False,
         quota: bool = False,
         fault: bool = False,
+        path: str = "",
     ) -> None:
+        self.log.append(LoggedRequest(datetime.now(UTC), endpoint, path, status, write))
         counts = self._get(endpoint)
         counts.requests += 1
         if read:
@@ -100,6 +122,7 @@ class Counters:
 
     def reset(self) -> None:
         self.endpoints.clear()
+        self.log.clear()
 
     def to_json(self) -> dict[str, Any]:
         return {

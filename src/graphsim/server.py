@@ -169,7 +169,7 @@ class Simulator:
         api_request = ApiRequest(method, graph_path, list(request.query.items()), request.headers, body, origin)
         answer = self.api.handle(api_request)
         if rule is not None and answer.executed and answer.status < 400:
-            self.counters.record(answer.endpoint, status=rule.status or 0, write=True, fault=True)
+            self.counters.record(answer.endpoint, status=rule.status or 0, write=True, fault=True, path=graph_path)
             return self._fault(request, rule, endpoint, answer, counted=True)
         self.counters.record(
             answer.endpoint,
@@ -177,6 +177,7 @@ class Simulator:
             read=answer.executed and answer.kind == "read",
             write=answer.executed and answer.kind == "write",
             quota=answer.quota,
+            path=graph_path,
         )
         return _response(answer)
 
@@ -184,7 +185,7 @@ class Simulator:
         self, request: web.Request, rule: FaultRule, endpoint: str, answer: ApiResponse | None, counted: bool = False
     ) -> web.StreamResponse:
         if not counted:
-            self.counters.record(endpoint, status=rule.status or 0, fault=True)
+            self.counters.record(endpoint, status=rule.status or 0, fault=True, path=request.path)
         if rule.drop:
             transport = request.transport
             if transport is not None:
