@@ -191,17 +191,10 @@ async def remove(rt: Runtime, task: Task) -> str:
     row, etag = loaded.value, loaded.etag
     if row.status in FINAL_OUTCOMES:
         return row.status.value
-    if row.loss_found_by:
-        # A loss is on record and its restore is pending: only a restore may touch this row now.
-        return await restore(rt, replace(task, kind=TaskKind.RESTORE))
-    if await _wait_promised(rt, task, row):
-        return "throttled"
     wave, kill_switch = await _state(rt, task)
-    if wave is not None and wave.dry_run:
-        # A dry run writes nothing (S2) and its plan stays as recorded: this task did not come from
-        # licshift's scheduler.
-        await _rejected(rt, f"remove task for dry-run wave {task.wave_id}: a plan is never carried out", "", task)
-        return "rejected"
+    early = await _not_now(rt, task, row, wave)
+    if early is not None:
+        return early
     stop = _stop(wave, kill_switch)
     if stop is not None and row.status is not OutcomeStatus.REMOVING:
         await _settle(rt, row, etag, stop)
@@ -225,20 +218,8 @@ async def remove(rt: Runtime, task: Task) -> str:
         await _settle(rt, row, etag, stop or _Stop(OutcomeStatus.NOT_ATTEMPTED, "wave no longer exists"))
         return (stop.status if stop else OutcomeStatus.NOT_ATTEMPTED).value
     decision = decide(fresh.states, sku, wave.group_id, wave.policy)
-    if isinstance(decision, Skip) and decision.reason is SkipReason.NO_DIRECT_ASSIGNMENT and row.snapshot:
-        return await _gone_before_removal(rt, row, etag, sku, fresh)
     if isinstance(decision, Skip | Block):
-        final = replace(
-            row,
-            status=OutcomeStatus.SKIPPED if isinstance(decision, Skip) else OutcomeStatus.BLOCKED,
-            decision="skip" if isinstance(decision, Skip) else "block",
-            reason=decision.reason.value,
-            detail=decision.detail if isinstance(decision, Block) else "",
-            user_principal_name=fresh.user_principal_name or row.user_principal_name,
-            actor=ACTOR,
-        )
-        await _save(rt, final, etag)
-        return final.status.value
+        return await _not_removed(rt, row, etag, sku, decision, fresh)
     assert isinstance(decision, Remove)
     marked = replace(
         row,
@@ -291,6 +272,39 @@ async def remove(rt: Runtime, task: Task) -> str:
         return await _post_check(rt, marked, marked_etag, sku, after)
     after = await rt.graph.user_licenses(task.user_id)
     return await _post_check(rt, marked, marked_etag, sku, after)
+
+
+async def _not_now(rt: Runtime, task: Task, row: Outcome, wave: Wave | None) -> str | None:
+    """What a removal task does instead when the row is not to be removed now, or None."""
+    if wave is not None and wave.dry_run:
+        # A dry run writes nothing (S2) and its plan stays as recorded: this task did not come from
+        # licshift's scheduler.
+        await _rejected(rt, f"remove task for dry-run wave {task.wave_id}: a plan is never carried out", "", task)
+        return "rejected"
+    if row.loss_found_by:
+        # A loss is on record and its restore is pending: only a restore may touch this row now.
+        return await restore(rt, replace(task, kind=TaskKind.RESTORE))
+    if await _wait_promised(rt, task, row):
+        return "throttled"
+    return None
+
+
+async def _not_removed(
+    rt: Runtime, row: Outcome, etag: str, sku: Sku, decision: Skip | Block, fresh: UserLicenses
+) -> str:
+    if isinstance(decision, Skip) and decision.reason is SkipReason.NO_DIRECT_ASSIGNMENT and row.snapshot:
+        return await _gone_before_removal(rt, row, etag, sku, fresh)
+    final = replace(
+        row,
+        status=OutcomeStatus.SKIPPED if isinstance(decision, Skip) else OutcomeStatus.BLOCKED,
+        decision="skip" if isinstance(decision, Skip) else "block",
+        reason=decision.reason.value,
+        detail=decision.detail if isinstance(decision, Block) else "",
+        user_principal_name=fresh.user_principal_name or row.user_principal_name,
+        actor=ACTOR,
+    )
+    await _save(rt, final, etag)
+    return final.status.value
 
 
 def _owner_holds(rt: Runtime, row: Outcome) -> float:
