@@ -94,7 +94,7 @@ param policy string = 'no-loss'
 param groupAllowlist string = ''
 
 @description('LICSHIFT_WRITE_RATE_CEILING: Graph writes per second licshift may use at most, 0.01 to 20 (a string: Bicep has no decimals).')
-param writeRateCeiling string = '10'
+param writeRateCeiling string = '20'
 
 @minValue(1)
 @maxValue(1000)

@@ -288,6 +288,7 @@ class GraphAdapter:
         self._closed = False
         self.endpoint = endpoint
         self.counters = GraphCounters()
+        self._usage = 0.0
 
     @classmethod
     def create(
@@ -540,6 +541,18 @@ class GraphAdapter:
             # The nextLink carries the query ($select, $top, $skiptoken): no query parameters again.
             page = await self._read(what, builder.with_url(str(next_link)).get(_native(None, headers=headers)))
 
+    def take_usage(self) -> float:
+        usage, self._usage = self._usage, 0.0
+        return usage
+
+    def _note_usage(self, header: str | None) -> None:
+        if not header:
+            return
+        try:
+            self._usage = max(self._usage, float(header))
+        except ValueError:
+            return
+
     def _check_next_link(self, link: str, what: str) -> None:
         # Never follow a link off the Graph endpoint: with a credential it would carry a token there.
         ours, theirs = urlsplit(self.endpoint), urlsplit(link)
@@ -559,6 +572,7 @@ class GraphAdapter:
             ) from exc
         if not isinstance(response, httpx.Response):
             raise _unexpected(what, f"the SDK returned {type(response).__name__}, not a response")
+        self._note_usage(response.headers.get("x-ms-throttle-limit-percentage"))
         if response.status_code >= 400:
             error = error_from_response(response.status_code, response.headers, response.content, what=what)
             if isinstance(error, Throttled):

@@ -101,4 +101,9 @@ class LicenseGraph(Protocol):
         """Ids of the group's members with license errors from this group."""
         ...
 
+    def take_usage(self) -> float:
+        """The highest share of a Graph quota reported in use since the last call (Graph's
+        x-ms-throttle-limit-percentage, sent above 0.8 of a limit); 0.0 if none was."""
+        ...
+
     async def aclose(self) -> None: ...

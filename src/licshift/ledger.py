@@ -54,6 +54,8 @@ CONTROL_ROW: Final = "global"
 DRIFT_PARTITION: Final = "drift"
 """Drift state lives in the Control table: current state overwritten in place, like the kill switch,
 one row per (user, SKU), RowKey user_sku."""
+
+PACING_ROW: Final = "pacing"
 SCHEMA_VERSION: Final = 1
 
 MAX_STRING_UNITS: Final = 32_000
@@ -789,6 +791,27 @@ class Ledger:
         )
         async for entity in query:
             yield drift_from_entity(entity)
+
+    # Pacing: the scheduler's model of Graph's write window (pacing.py) --------------------------
+
+    async def get_pacing(self) -> Versioned[str]:
+        """The stored model as its JSON text ("" if never written), with its ETag."""
+        try:
+            entity = await self._clients[CONTROL].get_entity(CONTROL_PARTITION, PACING_ROW)
+        except ResourceNotFoundError:
+            return Versioned("", "")
+        return Versioned(_text(entity, "model"), str(entity.metadata["etag"]))
+
+    async def save_pacing(self, model: str, etag: str | None, now: datetime) -> str:
+        entity = {
+            "PartitionKey": CONTROL_PARTITION,
+            "RowKey": PACING_ROW,
+            "model": _fit(model, "pacing model"),
+            "updated_at": _utc(now, "updated_at"),
+        }
+        if not etag:
+            return await self._insert(CONTROL, entity, "pacing row")
+        return await self._replace(CONTROL, entity, etag, "pacing row")
 
     # Events --------------------------------------------------------------------------------------
 

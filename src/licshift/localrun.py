@@ -97,7 +97,6 @@ def settings_env(
         # Graph's own per-app limit: the simulator enforces the real quotas, so go as fast as Graph allows.
         "LICSHIFT_WRITE_RATE_CEILING": "20",
         "LICSHIFT_WRITE_RATE_FLOOR": "2",
-        "LICSHIFT_WRITE_RATE_STEP": "5",
     }
     env.update(overrides or {})
     return env

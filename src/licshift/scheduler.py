@@ -1,15 +1,16 @@
 """The tick: the one global scheduler that moves every wave forward (timer trigger, a singleton).
 
-Per tick: adapt the write rate to throttling reported since the last tick (pacing.py), compute the
-tick's write budget, then for every active wave, oldest first:
+Per tick: fold what workers reported since the last tick (429s, restores, Graph's usage header) into
+the model of Graph's write window and reserve the write slots of the next two ticks' worth of time
+that fit it (pacing.py, quota.py), then for every active wave, oldest first:
 
     WAITING      poll the group's licenseProcessingState; ProcessingComplete -> SCANNING (and scan now);
                  waited longer than LICSHIFT_PROCESSING_TIMEOUT_MINUTES -> HALTED + alert
     SCANNING     stream the members (pages of 999, constant memory), select, decide per user and SKU,
                  write outcome rows in batches; dry run -> PLANNED (nothing written to Graph, S2),
                  else -> REMOVING
-    REMOVING     enqueue the next slice of PLANNED rows within the shared budget, spread over the tick
-                 with visibility delays, only while the group's processing is complete (else hold);
+    REMOVING     enqueue the next slice of PLANNED rows on the reserved slots (visibility delays counted
+                 from each send), only while the group's processing is complete (else hold);
                  no removal left -> VERIFYING; failures >= threshold -> HALTED
     VERIFYING    once the group's processing is complete, re-scan the group; every REMOVED user must
                  still have the SKU with at least the plans recorded before removal; a loss -> restore +
@@ -33,13 +34,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from licshift import telemetry
+from licshift import pacing, quota, telemetry
 from licshift.decide import PROCESSING_COMPLETE, Block, Decision, Remove, Skip, decide
 from licshift.graphport import GraphError, NotFound, Throttled, UserLicenses
 from licshift.licenses import DirectAssignment, Sku, direct_assignment, effective_plans, has_effective_sku
 from licshift.messages import Task, TaskKind, encode_task
 from licshift.outcomes import FINAL_OUTCOMES, Control, Event, Outcome, OutcomeStatus, Severity
-from licshift.pacing import RateLimits, next_rate, spread, tick_budget
 from licshift.runtime import Runtime, UnknownSku
 from licshift.storeport import ConcurrencyConflict, Versioned
 from licshift.wavenames import scan_names
@@ -85,19 +85,19 @@ def stale_after(tick_seconds: float) -> timedelta:
 
 @dataclass
 class Budget:
-    """The tick's write slots, each with its visibility delay, shared by all waves in order."""
+    """The tick's write slots (absolute times, epoch seconds), shared by all waves in order."""
 
-    delays: list[float]
+    slots: list[float]
     used: int = 0
 
     def take(self, wanted: int) -> list[float]:
-        granted = self.delays[self.used : self.used + max(0, wanted)]
+        granted = self.slots[self.used : self.used + max(0, wanted)]
         self.used += len(granted)
         return granted
 
     @property
     def left(self) -> int:
-        return len(self.delays) - self.used
+        return len(self.slots) - self.used
 
 
 @dataclass
@@ -118,6 +118,13 @@ class _Context:
     kill_switch: bool
     throttled_by_wave: dict[str, int]
     report: TickReport
+    extra: list[float] = field(default_factory=list)
+    """Writes sent without a slot (no slot left for a stuck task): counted in the model afterwards."""
+
+    def delay(self, slot: float) -> float:
+        """The visibility delay for `slot`, from the moment the message is sent: a slice that takes a
+        while to send still lands on its slots, and never overlaps the next tick's."""
+        return pacing.delay(slot, self.rt.now().timestamp())
 
 
 async def tick(rt: Runtime, *, past_due: bool = False) -> TickReport:
@@ -127,45 +134,39 @@ async def tick(rt: Runtime, *, past_due: bool = False) -> TickReport:
     if past_due:
         log.warning("tick is past due (the host was busy or restarted); catching up", extra={"licshift_kind": "tick"})
     control = await rt.ledger.get_control()
-    # Throttling reported since the last tick (the control row's time), looking back a bounded window.
-    horizon = now - stale_after(settings.tick_seconds)
-    window_start = max(control.value.updated_at or horizon, horizon)
-    throttles: dict[str, int] = {}
-    worker_restores = 0
-    async for event in rt.ledger.iter_events(window_start, kinds=[telemetry.THROTTLED, telemetry.RESTORED]):
-        if event.at is not None and not window_start <= event.at < now:
-            continue
-        if event.kind == telemetry.THROTTLED:
-            throttles[event.wave_id] = throttles.get(event.wave_id, 0) + 1
-        else:
-            worker_restores += 1
-    limits = RateLimits(
-        settings.write_rate_floor, settings.write_rate_ceiling, settings.write_rate_step, settings.tick_seconds
-    )
-    rate = next_rate(control.value.write_rate, sum(throttles.values()), limits)
-    slots = tick_budget(rate, settings.tick_seconds, already_used=worker_restores)
-    report = TickReport(rate=rate, budget=slots, throttled=sum(throttles.values()))
     # Either switch stops removals: the control row (flipped at run time) or LICSHIFT_KILL_SWITCH.
     kill_switch = control.value.kill_switch or settings.kill_switch
-    ctx = _Context(rt, now, Budget(spread(slots, settings.tick_seconds)), kill_switch, throttles, report)
+    waves = [wave for wave in await rt.ledger.list_waves() if _needs_work(wave)]
+    # Slots are reserved before anything is sent and only when some wave may use them (quota.py).
+    held = await quota.reserve(
+        rt, now, wanted=quota.UNLIMITED if waves else 0, lookback=stale_after(settings.tick_seconds)
+    )
+    throttles = held.throttled_by_wave
+    rate = held.rate
+    report = TickReport(rate=rate, budget=len(held.slots), throttled=sum(throttles.values()))
+    ctx = _Context(rt, now, Budget(held.slots), kill_switch, throttles, report)
 
-    for wave in await rt.ledger.list_waves():
-        if not _needs_work(wave):
-            continue
-        try:
-            status = await _advance(ctx, wave.wave_id)
-            report.waves[wave.wave_id] = status
-        except ConcurrencyConflict as exc:
-            # Someone else (an admin command, a worker's halt, another tick) changed the wave: the next
-            # tick re-reads it and continues from what is stored.
-            log.info("wave %s changed during the tick: %s", wave.wave_id, exc)
-        except GraphError as exc:
-            # Graph trouble for one wave must not starve the others; the next tick tries again.
-            report.errors.append(f"{wave.wave_id}: {exc}")
-            log.warning(
-                "wave %s: Graph error during the tick: %s", wave.wave_id, exc, extra={"licshift_wave_id": wave.wave_id}
-            )
-
+    try:
+        for wave in waves:
+            try:
+                status = await _advance(ctx, wave.wave_id)
+                report.waves[wave.wave_id] = status
+            except ConcurrencyConflict as exc:
+                # Someone else (an admin command, a worker's halt, another tick) changed the wave: the
+                # next tick re-reads it and continues from what is stored.
+                log.info("wave %s changed during the tick: %s", wave.wave_id, exc)
+            except GraphError as exc:
+                # Graph trouble for one wave must not starve the others; the next tick tries again.
+                report.errors.append(f"{wave.wave_id}: {exc}")
+                log.warning(
+                    "wave %s: Graph error during the tick: %s",
+                    wave.wave_id,
+                    exc,
+                    extra={"licshift_wave_id": wave.wave_id},
+                )
+    finally:
+        held.extra = ctx.extra
+        await quota.settle(rt, held, ctx.budget.used, rt.now())
     await _save_rate(rt, control, rate, now)
     report.enqueued = ctx.budget.used
     if report.waves:
@@ -173,7 +174,7 @@ async def tick(rt: Runtime, *, past_due: bool = False) -> TickReport:
             "tick: %d active wave(s), rate %.2f writes/s, budget %d, enqueued %d, throttled since last tick %d",
             len(report.waves),
             rate,
-            slots,
+            report.budget,
             report.enqueued,
             report.throttled,
             extra={"licshift_kind": "tick", "licshift_rate": rate, "licshift_enqueued": report.enqueued},
@@ -505,33 +506,31 @@ async def _processing_state(h: _Handle) -> str | None:
     return info.processing_state
 
 
-async def _enqueue_planned(
-    ctx: _Context, wave: Wave, delays: Sequence[float], cursor: str
-) -> tuple[list[Outcome], str]:
-    """Mark the next PLANNED rows after `cursor` ENQUEUED and send their tasks, one per delay."""
+async def _enqueue_planned(ctx: _Context, wave: Wave, slots: Sequence[float], cursor: str) -> tuple[list[Outcome], str]:
+    """Mark the next PLANNED rows after `cursor` ENQUEUED and send their tasks, one per slot."""
     rt = ctx.rt
-    if not delays:
+    if not slots:
         return [], cursor
     candidates = [
         o
         async for o in rt.ledger.iter_outcomes(
-            wave.wave_id, statuses=[OutcomeStatus.PLANNED], after_key=cursor, limit=len(delays)
+            wave.wave_id, statuses=[OutcomeStatus.PLANNED], after_key=cursor, limit=len(slots)
         )
     ]
     if candidates:
         cursor = candidates[-1].key
     limit = asyncio.Semaphore(ENQUEUE_CONCURRENCY)
 
-    async def one(row: Outcome, delay: float) -> Outcome | None:
+    async def one(row: Outcome, slot: float) -> Outcome | None:
         async with limit:
-            return await _enqueue_one(ctx, row, delay)
+            return await _enqueue_one(ctx, row, slot)
 
-    # Each row keeps the delay of its position, so the slice stays spread over the tick.
-    results = await asyncio.gather(*(one(row, delay) for row, delay in zip(candidates, delays, strict=False)))
+    # Each row keeps the slot of its position, so the slice stays spread over the schedule.
+    results = await asyncio.gather(*(one(row, slot) for row, slot in zip(candidates, slots, strict=False)))
     return [r for r in results if r is not None], cursor
 
 
-async def _enqueue_one(ctx: _Context, row: Outcome, delay: float) -> Outcome | None:
+async def _enqueue_one(ctx: _Context, row: Outcome, slot: float) -> Outcome | None:
     rt = ctx.rt
     current = await rt.ledger.get_outcome(row.wave_id, row.user_id, row.sku_id)
     if current is None or current.value.status is not OutcomeStatus.PLANNED:
@@ -545,7 +544,7 @@ async def _enqueue_one(ctx: _Context, row: Outcome, delay: float) -> Outcome | N
         return None
     task = Task(TaskKind.REMOVE, row.wave_id, row.user_id, row.sku_id)
     try:
-        await rt.queue.send(rt.settings.removals_queue, encode_task(task), delay_seconds=delay)
+        await rt.queue.send(rt.settings.removals_queue, encode_task(task), delay_seconds=ctx.delay(slot))
     except Exception:
         with contextlib.suppress(ConcurrencyConflict):
             await rt.ledger.save_outcome(current.value, etag)
@@ -587,9 +586,13 @@ async def _resend_stale(
             await rt.ledger.save_outcome(replace(current.value, updated_at=ctx.now), current.etag)
         except ConcurrencyConflict:
             continue
-        delay = ctx.budget.take(1)
+        slot = ctx.budget.take(1)
+        if not slot:
+            ctx.extra.append(ctx.rt.now().timestamp())
         task = Task(kind, wave.wave_id, row.user_id, row.sku_id)
-        await rt.queue.send(rt.settings.removals_queue, encode_task(task), delay_seconds=delay[0] if delay else 0.0)
+        await rt.queue.send(
+            rt.settings.removals_queue, encode_task(task), delay_seconds=ctx.delay(slot[0]) if slot else 0.0
+        )
         log.warning(
             "wave %s: re-sent the %s task of %s (stuck %s since %s)",
             wave.wave_id,
@@ -764,9 +767,9 @@ async def _rolling_back(h: _Handle) -> None:
             wave.wave_id, statuses=[OutcomeStatus.REMOVED], after_key=cursor, limit=len(delays)
         )
     ]
-    for row, delay in zip(candidates, delays, strict=False):
+    for row, slot in zip(candidates, delays, strict=False):
         task = Task(TaskKind.ROLLBACK_RESTORE, wave.wave_id, row.user_id, row.sku_id)
-        await rt.queue.send(rt.settings.removals_queue, encode_task(task), delay_seconds=delay)
+        await rt.queue.send(rt.settings.removals_queue, encode_task(task), delay_seconds=ctx.delay(slot))
         cursor = row.key
     ctx.budget.used -= len(delays) - len(candidates)
     await _reconcile_stuck(ctx, wave, rows)

@@ -48,9 +48,9 @@ class Settings:
     tick_schedule: str = "0 * * * * *"
     tick_seconds: float = 60.0
     drift_schedule: str = "0 0 * * * *"
-    write_rate_ceiling: float = 10.0
+    write_quota_share: float = 0.97
+    write_rate_ceiling: float = 20.0
     write_rate_floor: float = 0.5
-    write_rate_step: float = 1.0
     policy: Policy = Policy.NO_LOSS
     group_allowlist: frozenset[str] = frozenset()
     canary_max_users: int = 25
@@ -107,12 +107,22 @@ SETTINGS_TABLE: tuple[tuple[str, str, str], ...] = (
     ("LICSHIFT_TICK_SECONDS", "60", "Seconds between ticks: the window one tick spreads its writes over."),
     ("LICSHIFT_DRIFT_SCHEDULE", "0 0 * * * *", "NCRONTAB (UTC) of the drift watch."),
     (
-        "LICSHIFT_WRITE_RATE_CEILING",
-        "10",
-        "Graph writes per second licshift may use at most (Graph allows 20/s per app and tenant).",
+        "LICSHIFT_WRITE_QUOTA_SHARE",
+        "0.97",
+        "Share of Graph's write quota (3,000 per 150 s per app and tenant) licshift fills in any 150 s window, "
+        "0.05 to 1; the rest is headroom for delivery jitter and restores.",
     ),
-    ("LICSHIFT_WRITE_RATE_FLOOR", "0.5", "Lowest write rate the throttle back-off goes down to."),
-    ("LICSHIFT_WRITE_RATE_STEP", "1", "Writes per second added back per tick without throttling."),
+    (
+        "LICSHIFT_WRITE_RATE_CEILING",
+        "20",
+        "Graph writes per second licshift may use at most (Graph allows 20/s per app and tenant); "
+        "lower it to leave room for other apps.",
+    ),
+    (
+        "LICSHIFT_WRITE_RATE_FLOOR",
+        "0.5",
+        "Lowest write rate the back-off after throttling goes down to (it recovers within 150 s).",
+    ),
     ("LICSHIFT_POLICY", "no-loss", "Decision policy: `no-loss` or `identical`."),
     (
         "LICSHIFT_GROUP_ALLOWLIST",
@@ -233,7 +243,7 @@ def _read(env: Mapping[str, str]) -> Settings:
     except ValueError:
         raise SettingsError(f"LICSHIFT_POLICY={policy_raw!r}: use no-loss or identical") from None
     floor = _number(env, "LICSHIFT_WRITE_RATE_FLOOR", 0.5, 0.01, 20)
-    ceiling = _number(env, "LICSHIFT_WRITE_RATE_CEILING", 10.0, 0.01, 20)
+    ceiling = _number(env, "LICSHIFT_WRITE_RATE_CEILING", 20.0, 0.01, 20)
     if floor > ceiling:
         raise SettingsError("LICSHIFT_WRITE_RATE_FLOOR must not exceed LICSHIFT_WRITE_RATE_CEILING")
     client_id = env.get("AZURE_CLIENT_ID", "").strip() or None
@@ -247,9 +257,9 @@ def _read(env: Mapping[str, str]) -> Settings:
         tick_schedule=_text(env, "LICSHIFT_TICK_SCHEDULE", "0 * * * * *"),
         tick_seconds=_number(env, "LICSHIFT_TICK_SECONDS", 60.0, 1, 3600),
         drift_schedule=_text(env, "LICSHIFT_DRIFT_SCHEDULE", "0 0 * * * *"),
+        write_quota_share=_number(env, "LICSHIFT_WRITE_QUOTA_SHARE", 0.97, 0.05, 1),
         write_rate_ceiling=ceiling,
         write_rate_floor=floor,
-        write_rate_step=_number(env, "LICSHIFT_WRITE_RATE_STEP", 1.0, 0.01, 20),
         policy=policy,
         group_allowlist=_allowlist(env),
         canary_max_users=_integer(env, "LICSHIFT_CANARY_MAX_USERS", 25, 1, 1000),

@@ -72,6 +72,13 @@ class LedgerStore(Protocol):
 
     async def save_control(self, control: Control, etag: str | None) -> str: ...
 
+    # Pacing: one row beside the control row, the scheduler's write-window model as JSON text.
+    async def get_pacing(self) -> Versioned[str]: ...
+
+    async def save_pacing(self, model: str, etag: str | None, now: datetime) -> str:
+        """Replace if unchanged since `etag` (insert if etag is empty), else ConcurrencyConflict."""
+        ...
+
     # Events: PartitionKey = UTC date (yyyymmdd), RowKey = inverted time + random (newest first).
     async def record_event(self, event: Event) -> None: ...
 

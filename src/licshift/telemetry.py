@@ -37,6 +37,8 @@ DRIFT = "drift"
 DRIFT_SUMMARY = "drift-summary"
 DRIFT_CLEARED = "drift-cleared"
 RATE = "write-rate"
+QUOTA_USAGE = "quota-usage"
+"""Graph reported a quota above 80 % in use (x-ms-throttle-limit-percentage); the scheduler reads it."""
 
 RAW_LIMIT = 2_000
 """Characters of a rejected message kept in its event: enough to recognise it, bounded in size."""

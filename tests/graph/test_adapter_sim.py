@@ -325,6 +325,23 @@ async def test_write_quota_429_raises_throttled_without_a_hot_retry_and_clears_a
         assert rig.graph.counters.as_dict() == {"reads": 1, "writes": 4, "throttled": 1}
 
 
+async def test_graphs_limit_percentage_header_is_kept_as_the_peak_usage_until_taken() -> None:
+    # 5 writes per window: the 5th write uses 100 % of the quota, the 4th 80 % (not reported: Graph
+    # sends x-ms-throttle-limit-percentage only above 80 %).
+    limits = ThrottleLimits(app_writes=5)
+    async with running(time_scale=1.0, frozen_clock=True, throttling=limits) as rig:
+        alice, carol = rig.id("alice"), rig.id("carol")
+        assert rig.graph.take_usage() == 0.0
+        await rig.graph.remove_direct(alice, E3)
+        await rig.graph.restore_direct(alice, DirectAssignment(E3, frozenset({SWAY})))
+        await rig.graph.remove_direct(carol, E3)
+        await rig.graph.restore_direct(carol, DirectAssignment(E3, frozenset()))
+        assert rig.graph.take_usage() == 0.0
+        await rig.graph.remove_direct(carol, E3)
+        assert rig.graph.take_usage() == 1.0
+        assert rig.graph.take_usage() == 0.0, "taken: the next report starts afresh"
+
+
 async def test_read_429s_are_absorbed_by_the_sdks_retry_handler(rig: Rig) -> None:
     rig.sim.faults.add(FaultRule(kind="read", status=429, count=2, retry_after=1))
     user = await rig.graph.user_licenses(rig.id("alice"))

@@ -1,80 +1,188 @@
-"""Write pacing: the tick budget, the spread of visibility delays, and AIMD rate adaptation."""
+"""Write pacing: the model of Graph's write window, the schedule, Graph's signals (properties)."""
 
 from __future__ import annotations
 
 import itertools
+import math
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from licshift.pacing import DECREASE_FACTOR, RateLimits, clamp, next_rate, spread, tick_budget
+from licshift.pacing import (
+    Pacing,
+    PacingLimits,
+    Quota,
+    Reports,
+    Throttle,
+    add_writes,
+    delay,
+    from_json,
+    observe,
+    pressure_at,
+    rate_at,
+    release,
+    restart,
+    schedule,
+    to_json,
+    window_counts,
+)
 
-rates = st.floats(min_value=0.01, max_value=20, allow_nan=False)
-ticks = st.floats(min_value=1, max_value=3600, allow_nan=False)
-
-
-@st.composite
-def limits(draw: st.DrawFn) -> RateLimits:
-    floor = draw(st.floats(min_value=0.01, max_value=20))
-    ceiling = draw(st.floats(min_value=floor, max_value=20))
-    step = draw(st.floats(min_value=0.01, max_value=20))
-    return RateLimits(floor, ceiling, step, draw(ticks))
-
-
-@given(rates, ticks, st.integers(min_value=0, max_value=10_000))
-def test_budget_never_exceeds_rate_times_interval(rate: float, tick: float, used: int) -> None:
-    budget = tick_budget(rate, tick, already_used=used)
-    assert 0 <= budget <= rate * tick + 1e-6
-
-
-@given(rates, ticks)
-def test_budget_uses_the_whole_window_when_nothing_was_spent(rate: float, tick: float) -> None:
-    assert tick_budget(rate, tick) >= int(rate * tick) - 1
-
-
-def test_restores_done_by_workers_consume_budget() -> None:
-    assert tick_budget(10, 60) == 600
-    assert tick_budget(10, 60, already_used=15) == 585
-    assert tick_budget(1, 5, already_used=9) == 0
+T0 = 1_800_000_000.0
+GRAPH = Quota()
+# A small quota keeps the properties fast while exercising the same arithmetic.
+SMALL = Quota(writes=60, window=30.0, tenant_writes=100, tenant_window=60.0)
 
 
-@given(limits(), st.floats(min_value=0, max_value=100), st.integers(min_value=0, max_value=50))
-def test_rate_stays_within_floor_and_ceiling(lim: RateLimits, rate: float, throttled: int) -> None:
-    new = next_rate(rate, throttled, lim)
-    assert lim.effective_floor - 1e-9 <= new <= lim.ceiling + 1e-9
+def limits_for(quota: Quota, share: float = 0.97, lookahead: float = 20.0, ceiling: float = 100.0) -> PacingLimits:
+    return PacingLimits(quota=quota, share=share, floor=0.1, ceiling=ceiling, lookahead=lookahead)
 
 
-@given(limits(), rates)
-def test_throttling_never_raises_the_rate_and_a_clean_tick_never_lowers_it(lim: RateLimits, rate: float) -> None:
-    current = clamp(rate, lim)
-    assert next_rate(current, 1, lim) <= current
-    assert next_rate(current, 0, lim) >= current
+def model_windows_over_cap(p: Pacing, seconds: list[int], width: int, cap: int) -> list[int]:
+    """Seconds among `seconds` that lie in a window of the model holding more than `cap`."""
+    if not seconds:
+        return []
+    low, high = seconds[0] - width, seconds[-1] + width
+    prefix = list(itertools.accumulate((p.at(x) for x in range(low, high)), initial=0))
+    return [
+        s for s in seconds if max(prefix[a - low + width] - prefix[a - low] for a in range(s - width + 1, s + 1)) > cap
+    ]
 
 
-def test_multiplicative_decrease_and_additive_increase() -> None:
-    lim = RateLimits(floor=0.5, ceiling=10, step=1, tick_seconds=60)
-    assert next_rate(8, throttled=3, limits=lim) == 8 * DECREASE_FACTOR
-    assert next_rate(0.6, throttled=1, limits=lim) == 0.5
-    assert next_rate(4, throttled=0, limits=lim) == 5
-    assert next_rate(9.5, throttled=0, limits=lim) == 10
-    # Never set yet: start at the ceiling.
-    assert next_rate(0, throttled=0, limits=lim) == 10
+ticks = st.lists(
+    st.tuples(
+        st.floats(min_value=0.2, max_value=45.0),  # time since the previous tick: late, skipped, early
+        st.integers(min_value=0, max_value=400),  # work available (slots wanted)
+        st.integers(min_value=0, max_value=5),  # slots left unused and released
+        st.lists(st.floats(min_value=-40.0, max_value=40.0), max_size=6),  # extra writes, relative to the tick
+    ),
+    min_size=1,
+    max_size=25,
+)
 
 
-def test_floor_is_raised_so_a_short_tick_still_makes_progress() -> None:
-    lim = RateLimits(floor=0.1, ceiling=10, step=1, tick_seconds=1)
-    assert lim.effective_floor == 1
-    assert tick_budget(next_rate(1, 5, lim), 1) == 1
+@settings(max_examples=60, deadline=None)
+@given(ticks, st.floats(min_value=0.3, max_value=1.0))
+def test_no_window_of_the_model_ever_exceeds_the_target_share(plan: list, share: float) -> None:
+    limits = limits_for(SMALL, share=share)
+    p, now = Pacing(), T0
+    slots: list[float] = []
+    extras: list[float] = []
+    for gap, wanted, unused, extra in plan:
+        now += gap
+        reported = tuple(now + e for e in extra)
+        extras += reported
+        p = observe(p, Reports(extra_writes=reported), now, limits)
+        got, p = schedule(p, now, wanted, limits)
+        assert all(now <= s < now + limits.lookahead for s in got)
+        assert len(got) <= wanted
+        give_back = got[len(got) - min(unused, len(got)) :]
+        p = release(p, give_back)
+        got = got[: len(got) - len(give_back)]
+        # Every window a new slot landed in stays within the target, extras reported so far included.
+        seconds = sorted({math.floor(s) for s in got})
+        assert not model_windows_over_cap(p, seconds, 31, limits.cap)
+        assert not model_windows_over_cap(p, seconds, 61, limits.tenant_cap)
+        slots += got
+    # The scheduler's own writes alone never pass the target in any sliding window, and never the quota.
+    assert window_counts(slots, SMALL.window) <= limits.cap <= SMALL.writes
+    assert window_counts(slots, SMALL.tenant_window) <= limits.tenant_cap
 
 
-@given(st.integers(min_value=0, max_value=5000), ticks)
-def test_delays_are_within_the_tick_and_non_decreasing(count: int, tick: float) -> None:
-    delays = spread(count, tick)
-    assert len(delays) == count
-    assert all(0 <= d < tick for d in delays)
-    assert all(a <= b for a, b in itertools.pairwise(delays))
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.floats(min_value=1.0, max_value=40.0), min_size=2, max_size=8))
+def test_late_or_skipped_ticks_lose_nothing_and_long_ticks_never_double_up(gaps: list[float]) -> None:
+    limits = limits_for(GRAPH, lookahead=120.0)
+    p, now = Pacing(), T0
+    slots: list[float] = []
+    for gap in gaps:
+        got, p = schedule(p, now, 10_000, limits)
+        # A tick never schedules seconds an earlier tick already scheduled.
+        assert not slots or not got or got[0] > slots[-1]
+        slots += got
+        now += gap * 3  # ticks up to 120 s apart: late ones, a skipped one
+    spacing = 1.0 / limits.full_rate
+    # A full window may hold the next slot back a second or two (whole-second accounting), never longer.
+    assert all(b - a <= spacing + 2.0 for a, b in itertools.pairwise(slots)), "a hole in the schedule"
+    assert window_counts(slots, GRAPH.window) <= limits.cap
 
 
-def test_delays_are_evenly_spread() -> None:
-    assert spread(4, 60) == [0, 15, 30, 45]
-    assert spread(0, 60) == []
+def test_the_steady_pace_is_the_target_share_of_graphs_window() -> None:
+    limits = PacingLimits(ceiling=20.0, lookahead=120.0)
+    p, now, slots = Pacing(), T0, []
+    for _ in range(30):
+        got, p = schedule(p, now, 10_000, limits)
+        slots += got
+        now += 60.0
+    done = [s for s in slots if s < now - 120]
+    assert limits.cap - 20 <= window_counts(done, 150.0) <= limits.cap == 2910
+    share = len([s for s in done if s >= T0 + 300]) / ((now - 120 - T0 - 300) * 20.0)
+    # 2,910 writes in any 151 whole seconds (a 150 s window can touch 151): 0.964 of 20/s.
+    assert 0.96 <= share <= 0.97
+
+
+def test_delays_count_from_the_moment_each_message_is_sent() -> None:
+    limits = PacingLimits(lookahead=120.0)
+    slots, p = schedule(Pacing(), T0, 100, limits)
+    # The first 50 are sent 3 s after the tick started: their delays shrink by those 3 s, so the
+    # writes still land exactly on their slots, not 3 s later.
+    assert [delay(s, T0 + 3.0) for s in slots[:50]] == [max(0.0, s - T0 - 3.0) for s in slots[:50]]
+    more, _ = schedule(p, T0 + 60.0, 100, limits)
+    assert more[0] > slots[-1]
+
+
+def test_a_429_pauses_until_retry_after_and_lowers_the_pace_in_proportion() -> None:
+    limits = PacingLimits(lookahead=120.0)
+    slots, p = schedule(Pacing(seen_until=T0), T0, 1_000, limits)
+    now = T0 + 60
+    due = len([s for s in slots if s < now])
+    throttles = tuple(Throttle(at=now - 5, retry_after=30.0) for _ in range(due // 4))
+    p = observe(p, Reports(throttles=throttles), now, limits)
+    assert p.paused_until == now + 25
+    assert math.isclose(p.pressure, 1 - len(throttles) / due, rel_tol=0.05)
+    assert p.at(math.floor(now + 25)) >= len(throttles), "the re-sent writes count at their Retry-After"
+    got, p = schedule(p, now, 10_000, limits)
+    assert got
+    assert got[0] >= now + 25
+    # Eased back to the full pace one window after the pause.
+    assert rate_at(p, now + 25 + 150, limits) == limits.full_rate
+    assert rate_at(p, now + 25, limits) < limits.full_rate
+
+
+def test_a_storm_of_429s_drops_to_the_floor_and_recovers_within_one_window() -> None:
+    limits = PacingLimits(lookahead=120.0, floor=0.5)
+    slots, p = schedule(Pacing(seen_until=T0), T0, 10_000, limits)
+    now = T0 + 60
+    storm = tuple(Throttle(at=s, retry_after=2.0) for s in slots if s < now)
+    p = observe(p, Reports(throttles=storm), now, limits)
+    assert rate_at(p, now + 2, limits) <= limits.full_rate * 0.1
+    assert rate_at(p, p.pressure_at + 0.93 * 150, limits) >= 0.9 * GRAPH.rate
+
+
+def test_reported_usage_above_the_target_leaves_the_excess_to_others() -> None:
+    limits = PacingLimits(share=0.97)
+    p = observe(Pacing(), Reports(usage=1.07), T0, limits)
+    assert math.isclose(pressure_at(p, T0, limits), (0.97 - 0.10) / 0.97)
+    calm = observe(Pacing(), Reports(usage=0.97), T0, limits)
+    assert pressure_at(calm, T0, limits) == 1.0
+
+
+def test_writes_reported_by_workers_take_room_in_the_window() -> None:
+    limits = limits_for(SMALL, share=1.0, lookahead=30.0)
+    p = observe(Pacing(), Reports(extra_writes=tuple(T0 + i * 0.1 for i in range(50))), T0, limits)
+    got, _ = schedule(p, T0, 1_000, limits)
+    assert len([s for s in got if s < T0 + 30]) == SMALL.writes - 50
+
+
+def test_the_ceiling_caps_the_pace() -> None:
+    limits = PacingLimits(ceiling=4.0, lookahead=60.0)
+    got, _ = schedule(Pacing(), T0, 10_000, limits)
+    assert len(got) == 240
+
+
+def test_the_model_round_trips_through_its_stored_form() -> None:
+    _, p = schedule(Pacing(), T0, 50, PacingLimits())
+    p = add_writes(p, [T0 - 10.5])
+    assert from_json(to_json(p)) == p
+    assert from_json("{not json") is None
+    lost = restart(T0, PacingLimits())
+    assert schedule(lost, T0, 10, PacingLimits())[0] == []

@@ -43,7 +43,7 @@ def test_defaults() -> None:
     assert s.group_allowlist == frozenset()
     assert s.group_allowed(GROUP_A)
     assert s.kill_switch is False
-    assert (s.write_rate_floor, s.write_rate_ceiling, s.write_rate_step) == (0.5, 10.0, 1.0)
+    assert (s.write_rate_floor, s.write_rate_ceiling, s.write_quota_share) == (0.5, 20.0, 0.97)
     assert (s.canary_max_users, s.max_wave_users, s.failure_halt_threshold) == (25, 100_000, 5)
 
 
@@ -60,7 +60,7 @@ def test_defaults_match_the_documented_table() -> None:
     assert float(documented["LICSHIFT_TICK_SECONDS"]) == s.tick_seconds
     assert float(documented["LICSHIFT_WRITE_RATE_CEILING"]) == s.write_rate_ceiling
     assert float(documented["LICSHIFT_WRITE_RATE_FLOOR"]) == s.write_rate_floor
-    assert float(documented["LICSHIFT_WRITE_RATE_STEP"]) == s.write_rate_step
+    assert float(documented["LICSHIFT_WRITE_QUOTA_SHARE"]) == s.write_quota_share
     assert int(documented["LICSHIFT_CANARY_MAX_USERS"]) == s.canary_max_users
     assert int(documented["LICSHIFT_MAX_WAVE_USERS"]) == s.max_wave_users
     assert float(documented["LICSHIFT_PROCESSING_TIMEOUT_MINUTES"]) == s.processing_timeout_minutes
@@ -94,7 +94,7 @@ PARSED: list[tuple[str, str, Callable[[Settings], Any], Any]] = [
     ("LICSHIFT_DRIFT_SCHEDULE", "0 30 2 * * *", lambda s: s.drift_schedule, "0 30 2 * * *"),
     ("LICSHIFT_WRITE_RATE_CEILING", "18.5", lambda s: s.write_rate_ceiling, 18.5),
     ("LICSHIFT_WRITE_RATE_FLOOR", "0.25", lambda s: s.write_rate_floor, 0.25),
-    ("LICSHIFT_WRITE_RATE_STEP", "2", lambda s: s.write_rate_step, 2.0),
+    ("LICSHIFT_WRITE_QUOTA_SHARE", "1", lambda s: s.write_quota_share, 1.0),
     ("LICSHIFT_POLICY", "identical", lambda s: s.policy, Policy.IDENTICAL),
     ("LICSHIFT_GROUP_ALLOWLIST", GROUP_A.upper(), lambda s: s.group_allowlist, frozenset({GROUP_A})),
     ("LICSHIFT_CANARY_MAX_USERS", "10", lambda s: s.canary_max_users, 10),
@@ -207,7 +207,7 @@ NUMBERS = [
     ("LICSHIFT_TICK_SECONDS", 1, 3600, False, "from 1 to 3600"),
     ("LICSHIFT_WRITE_RATE_CEILING", 0.01, 20, False, "from 0.01 to 20"),
     ("LICSHIFT_WRITE_RATE_FLOOR", 0.01, 20, False, "from 0.01 to 20"),
-    ("LICSHIFT_WRITE_RATE_STEP", 0.01, 20, False, "from 0.01 to 20"),
+    ("LICSHIFT_WRITE_QUOTA_SHARE", 0.05, 1, False, "from 0.05 to 1"),
     ("LICSHIFT_CANARY_MAX_USERS", 1, 1000, True, "from 1 to 1000"),
     ("LICSHIFT_MAX_WAVE_USERS", 1, 1_000_000, True, "from 1 to 1000000"),
     ("LICSHIFT_PROCESSING_TIMEOUT_MINUTES", 1, 10_080, False, "from 1 to 10080"),
@@ -346,7 +346,7 @@ PROBES: dict[str, str] = {
     "LICSHIFT_DRIFT_SCHEDULE": "0 0 3 * * *",
     "LICSHIFT_WRITE_RATE_CEILING": "not-a-rate",
     "LICSHIFT_WRITE_RATE_FLOOR": "99",
-    "LICSHIFT_WRITE_RATE_STEP": "-1",
+    "LICSHIFT_WRITE_QUOTA_SHARE": "1.5",
     "LICSHIFT_POLICY": "lossy",
     "LICSHIFT_GROUP_ALLOWLIST": "all",
     "LICSHIFT_CANARY_MAX_USERS": "0",

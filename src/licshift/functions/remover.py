@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from licshift import removal, runtime
+from licshift import quota, removal, runtime
 from licshift.settings import STORAGE_CONNECTION
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # its __init__ has no annotations
@@ -12,4 +12,9 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]  # its __init__ has no an
 
 @bp.queue_trigger(arg_name="msg", queue_name="%LICSHIFT_REMOVALS_QUEUE%", connection=STORAGE_CONNECTION)
 async def remove_direct_license(msg: func.QueueMessage) -> None:
-    await removal.handle_task_message(runtime.current(), msg.get_body().decode("utf-8", errors="replace"))
+    rt = runtime.current()
+    try:
+        await removal.handle_task_message(rt, msg.get_body().decode("utf-8", errors="replace"))
+    finally:
+        # Graph's usage header, seen on this task's answers, goes to the scheduler's pacing.
+        await quota.usage_reporter.report(rt)
