@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -53,7 +53,7 @@ from licshift.waves import (
     apply,
     is_selected,
     selection_exhausted,
-    tally,
+    tally_counts,
 )
 
 log = logging.getLogger("licshift.scheduler")
@@ -65,6 +65,8 @@ STALE_MINIMUM = timedelta(minutes=2)
 USER_NOT_FOUND = "user-not-found"
 ACTOR = "scheduler"
 HOLD_REASON = "holding: group license processing is"
+LATE_SLOT_SECONDS = 1.0
+"""A message sent this long after its slot is counted in the model a second time, where it lands."""
 ENQUEUE_CONCURRENCY = 8
 """Rows marked and sent at once: a slice of a few hundred must fit well within one tick."""
 
@@ -123,8 +125,12 @@ class _Context:
 
     def delay(self, slot: float) -> float:
         """The visibility delay for `slot`, from the moment the message is sent: a slice that takes a
-        while to send still lands on its slots, and never overlaps the next tick's."""
-        return pacing.delay(slot, self.rt.now().timestamp())
+        while to send still lands on its slots, and never overlaps the next tick's. A slot already
+        past (a long scan before the slice) fires now: counted again where it really lands."""
+        now = self.rt.now().timestamp()
+        if slot < now - LATE_SLOT_SECONDS:
+            self.extra.append(now)
+        return pacing.delay(slot, now)
 
 
 async def tick(rt: Runtime, *, past_due: bool = False) -> TickReport:
@@ -441,13 +447,36 @@ async def _scanning(h: _Handle) -> None:
     )
 
 
-async def _rows(rt: Runtime, wave_id: str) -> list[Outcome]:
-    return [o async for o in rt.ledger.iter_outcomes(wave_id)]
+@dataclass
+class _Census:
+    """A wave's outcome rows counted by status in one streamed pass. Only the rows still in flight
+    are kept (the ones a stuck-task re-send may need), read in brief: memory stays flat however
+    large the wave."""
+
+    by_status: dict[OutcomeStatus, int]
+    in_flight: list[Outcome]
+
+    def __iter__(self) -> Iterator[Outcome]:
+        return iter(self.in_flight)
 
 
-def _counters(h: _Handle, rows: Iterable[Outcome]) -> WaveCounters:
+CENSUS_FIELDS = ("user_id", "sku_id", "status", "updated_at")
+VERIFY_FIELDS = ("user_id", "sku_id", "status", "before_plans", "user_principal_name")
+IN_FLIGHT = (OutcomeStatus.ENQUEUED, OutcomeStatus.REMOVING)
+
+
+async def _rows(rt: Runtime, wave_id: str) -> _Census:
+    census = _Census(dict.fromkeys(OutcomeStatus, 0), [])
+    async for row in rt.ledger.iter_outcomes(wave_id, fields=CENSUS_FIELDS):
+        census.by_status[row.status] += 1
+        if row.status in IN_FLIGHT:
+            census.in_flight.append(row)
+    return census
+
+
+def _counters(h: _Handle, rows: _Census) -> WaveCounters:
     throttled = h.wave.counters.throttled + h.ctx.throttled_by_wave.get(h.wave.wave_id, 0)
-    return replace(tally(rows, h.wave.counters), throttled=throttled)
+    return replace(tally_counts(rows.by_status, h.wave.counters), throttled=throttled)
 
 
 async def _removing(h: _Handle) -> None:
@@ -618,8 +647,11 @@ async def _verifying(h: _Handle) -> None:
     skus = await _skus(h)
     if skus is None:
         return
+    # Only what the check needs, with the (mostly identical) plan sets shared: ~0.2 KB per removal.
     removed: dict[str, list[Outcome]] = {}
-    async for row in rt.ledger.iter_outcomes(wave.wave_id, statuses=[OutcomeStatus.REMOVED]):
+    shared: dict[frozenset[str], frozenset[str]] = {}
+    async for row in rt.ledger.iter_outcomes(wave.wave_id, statuses=[OutcomeStatus.REMOVED], fields=VERIFY_FIELDS):
+        row = replace(row, before_plans=shared.setdefault(row.before_plans, row.before_plans))
         removed.setdefault(row.user_id, []).append(row)
     losses = drift = 0
 
@@ -634,7 +666,8 @@ async def _verifying(h: _Handle) -> None:
             if has_effective_sku(user.states, sku.sku_id) and row.before_plans <= after:
                 continue
             losses += 1
-            await restore_after_loss(rt, row, user, after, ctx.now, found_by="verification")
+            full = await rt.ledger.get_outcome(row.wave_id, row.user_id, row.sku_id)
+            await restore_after_loss(rt, full.value if full else row, user, after, ctx.now, found_by="verification")
 
     async for member in rt.graph.group_members(wave.group_id):
         rows = removed.pop(member.user_id, None)
