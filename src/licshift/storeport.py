@@ -63,8 +63,10 @@ class LedgerStore(Protocol):
         statuses: Collection[OutcomeStatus] | None = None,
         after_key: str = "",
         limit: int | None = None,
+        fields: Collection[str] | None = None,
     ) -> AsyncIterator[Outcome]:
-        """Outcomes of a wave in RowKey order, optionally only some statuses, after a RowKey."""
+        """Outcomes of a wave in RowKey order, optionally only some statuses, after a RowKey, and only
+        the named Outcome `fields` (the rest left at their defaults; never save such a row)."""
         ...
 
     # Control: one row.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -384,6 +384,11 @@ def tally(outcomes: Iterable[Outcome], scanned: WaveCounters) -> WaveCounters:
     by_status = dict.fromkeys(OutcomeStatus, 0)
     for o in outcomes:
         by_status[o.status] += 1
+    return tally_counts(by_status, scanned)
+
+
+def tally_counts(by_status: Mapping[OutcomeStatus, int], scanned: WaveCounters) -> WaveCounters:
+    """`tally` from rows already counted by status."""
     return replace(
         scanned,
         planned=by_status[OutcomeStatus.PLANNED],

@@ -1,0 +1,285 @@
+"""How much of Graph's write quota a wave holds: a wave of N users through the real pipeline (the
+local Functions host on Azurite, in memory) against the Graph simulator enforcing Graph's real quotas
+(3,000 writes per 150 s per app and tenant, 18,000 per 5 min per tenant) at time scale 1, with the
+production tick (60 s).
+
+  .venv/bin/python bench/quota_bench.py                       # make bench-quota: 10,000 users
+  .venv/bin/python bench/quota_bench.py --users 6000 --storm 200:30 --name recovery
+
+`--storm START:SECONDS` answers every write with 429 (Retry-After 10 s) from START seconds after the
+first removal, for SECONDS: the recovery run. The simulator runs in its own process (so the host's
+peak RSS is licshift's alone) and logs every write it admits or refuses by the quota; from that log:
+
+- share of the quota over the removal phase (first to last write), and in steady state (from one
+  window after the first write to one tick before the last);
+- the busiest sliding 150 s window (Graph refuses the 3,001st);
+- writes answered 429 by the quota, per write attempt;
+- reads per user and writes per removal (licshift's adapter counters);
+- the host's peak RSS and each tick's wall time;
+- for a storm: seconds from its end until the writes per 10 s are back at >= 0.9 of the quota.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from licshift import scheduler
+from licshift.azurite import _listening, connection_string, find_executable
+from licshift.localrun import LocalStack, StackOptions
+from licshift.pacing import window_counts
+
+QUOTA, WINDOW = 3000, 150.0
+RESULTS = Path(__file__).parent / "results"
+
+
+# --- the simulator, in its own process ----------------------------------------------------------
+
+
+def _serve(users: int, log_path: str, ready: Any, stop: Any) -> None:
+    asyncio.run(_serve_async(users, log_path, ready, stop))
+
+
+async def _serve_async(users: int, log_path: str, ready: Any, stop: Any) -> None:
+    from graphsim import Simulator, ThrottleLimits, load_scenario
+    from graphsim.throttle import Rejection
+
+    sim = await Simulator.start(load_scenario("large", users=users), port=0, throttling=ThrottleLimits())
+    admitted: list[float] = []
+    refused: list[float] = []
+    admit = sim.throttle.admit
+
+    def logged(app: str, ru: int, write: bool, now: float) -> Any:
+        result = admit(app, ru, write, now)
+        if write:
+            (refused if isinstance(result, Rejection) else admitted).append(time.time())
+        return result
+
+    sim.throttle.admit = logged  # type: ignore[method-assign]
+    ready.put(sim.base_url)
+    await asyncio.to_thread(stop.wait)
+    text = json.dumps({"admitted": admitted, "refused": refused})
+    await asyncio.to_thread(Path(log_path).write_text, text)
+    await sim.stop()
+
+
+# --- Azurite in memory ----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_azurite() -> tuple[subprocess.Popen[bytes], str, Path]:
+    where = Path(tempfile.mkdtemp(prefix="licshift-bench-azurite-"))
+    blob, queue, table = (_free_port() for _ in range(3))
+    args = [
+        find_executable(), "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--inMemoryPersistence",
+        "--blobHost", "127.0.0.1", "--blobPort", str(blob),
+        "--queueHost", "127.0.0.1", "--queuePort", str(queue),
+        "--tableHost", "127.0.0.1", "--tablePort", str(table),
+    ]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not all(_listening(p) for p in (blob, queue, table)):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("Azurite did not start")
+        time.sleep(0.2)
+    return proc, connection_string(blob, queue, table), where
+
+
+# --- measuring ------------------------------------------------------------------------------------
+
+
+def median(values: list[float]) -> float | None:
+    return sorted(values)[len(values) // 2] if values else None
+
+
+def rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def recovery_seconds(times: list[float], storm_end: float, bucket: float = 10.0) -> float | None:
+    """Seconds from the storm's end until writes per `bucket` seconds reach 0.9 of the quota's pace."""
+    target = 0.9 * QUOTA / WINDOW * bucket
+    t = storm_end
+    last = max(times, default=storm_end)
+    while t + bucket <= last:
+        if sum(1 for x in times if t <= x < t + bucket) >= target:
+            return round(t + bucket - storm_end, 1)
+        t += 1.0
+    return None
+
+
+async def run(users: int, tick: int, storm: tuple[float, float] | None) -> dict[str, Any]:
+    azurite, connection, where = start_azurite()
+    ctx = mp.get_context("spawn")
+    ready, stop = ctx.Queue(), ctx.Event()
+    log_path = str(where / "writes.json")
+    sim_proc = ctx.Process(target=_serve, args=(users, log_path, ready, stop), daemon=True)
+    sim_proc.start()
+    ticks: list[dict[str, float]] = []
+    original_tick = scheduler.tick
+
+    async def timed_tick(rt: Any, *, past_due: bool = False) -> Any:
+        wall, cpu = time.monotonic(), time.process_time()
+        report = await original_tick(rt, past_due=past_due)
+        ticks.append(
+            {
+                "at": time.time(),
+                "wall_s": round(time.monotonic() - wall, 3),
+                "cpu_s": round(time.process_time() - cpu, 3),
+                "enqueued": report.enqueued,
+                "rate": round(report.rate, 2),
+            }
+        )
+        return report
+
+    scheduler.tick = timed_tick  # type: ignore[assignment]
+    try:
+        base_url = await asyncio.to_thread(ready.get, True, 120)
+        async with httpx.AsyncClient() as http:
+            scenario = (await http.get(base_url.replace("/v1.0", "/_sim/scenario"))).json()
+        group, skus = scenario["waves"][0]["group"], scenario["waves"][0]["skus"]
+        options = StackOptions(tick_seconds=tick, namespace=f"q{uuid.uuid4().hex[:8]}")
+        started = time.time()
+        async with LocalStack(base_url, connection, options) as stack:
+            wave_id = await stack.enqueue(
+                {
+                    "command": "start",
+                    "group": group,
+                    "skus": skus,
+                    "selection": {"kind": "all"},
+                    "requested_by": "bench@licshift.local",
+                    "force": True,
+                }
+            )
+            storm_window: tuple[float, float] | None = None
+            first_removal: list[float] = []
+            storm_cleared: list[bool] = []
+
+            async def finished() -> bool:
+                nonlocal storm_window
+                wave = await stack.get_wave(wave_id)
+                if wave is not None and wave.counters.enqueued + wave.counters.removed > 0 and not first_removal:
+                    first_removal.append(time.time())
+                if storm and first_removal and storm_window is None and time.time() >= first_removal[0] + storm[0]:
+                    rule = {"kind": "write", "status": 429, "retry_after": 10, "name": "bench-storm"}
+                    async with httpx.AsyncClient() as http:
+                        await http.post(base_url.replace("/v1.0", "/_sim/faults"), json={"add": [rule]})
+                    storm_window = (time.time(), time.time() + storm[1])
+                if storm_window and time.time() >= storm_window[1] and not storm_cleared:
+                    storm_cleared.append(True)
+                    async with httpx.AsyncClient() as http:
+                        await http.post(base_url.replace("/v1.0", "/_sim/faults"), json={"clear": True})
+                return wave is not None and wave.status.value in ("completed", "halted", "cancelled")
+
+            await stack.run_until(finished, timeout=24 * 3600)
+            wave = await stack.get_wave(wave_id)
+            adapter = stack.graph_counters
+            async with httpx.AsyncClient() as http:
+                sim_counters = (await http.get(base_url.replace("/v1.0", "/_sim/counters"))).json()
+        elapsed = time.time() - started
+    finally:
+        scheduler.tick = original_tick  # type: ignore[assignment]
+        stop.set()
+        sim_proc.join(60)
+        os.killpg(azurite.pid, 15)
+    log = json.loads(await asyncio.to_thread(Path(log_path).read_text))
+    shutil.rmtree(where, ignore_errors=True)
+    return summarise(users, tick, storm_window, wave, adapter, sim_counters, log, ticks, elapsed)
+
+
+def summarise(
+    users: int,
+    tick: int,
+    storm_window: tuple[float, float] | None,
+    wave: Any,
+    adapter: dict[str, int],
+    sim_counters: Any,
+    log: dict[str, Any],
+    ticks: list[dict[str, float]],
+    elapsed: float,
+) -> dict[str, Any]:
+    writes: list[float] = sorted(log["admitted"])
+    refused = len(log["refused"])
+    first, last = writes[0], writes[-1]
+    phase = last - first
+    steady = [t for t in writes if first + WINDOW <= t <= last - tick]
+    steady_span = (last - tick) - (first + WINDOW)
+    removed = wave.counters.removed if wave else 0
+    busy_ticks = [t for t in ticks if t["enqueued"] > 0]
+    record: dict[str, Any] = {
+        "users": users,
+        "tick_seconds": tick,
+        "machine": {"python": platform.python_version(), "cpus": len(os.sched_getaffinity(0))},
+        "measured_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "wave_status": wave.status.value if wave else None,
+        "removed": removed,
+        "elapsed_s": round(elapsed, 1),
+        "removal_phase_s": round(phase, 1),
+        "share_of_quota_removal_phase": round(len(writes) / (phase * QUOTA / WINDOW), 3) if phase else None,
+        "share_of_quota_steady_state": round(len(steady) / (steady_span * QUOTA / WINDOW), 3)
+        if steady_span > 0
+        else None,
+        "busiest_150s_window": window_counts(writes, WINDOW),
+        "writes_admitted": len(writes),
+        "writes_refused_by_quota": refused,
+        "share_of_writes_429": round(refused / (len(writes) + refused), 4) if writes else None,
+        "reads_per_user": round(adapter["reads"] / users, 3),
+        "writes_per_removal": round(adapter["writes"] / removed, 3) if removed else None,
+        "adapter": adapter,
+        "host_peak_rss_mb": rss_mb(),
+        "ticks": len(ticks),
+        "tick_wall_s_max": max((t["wall_s"] for t in ticks), default=None),
+        "tick_wall_s_median_busy": median([t["wall_s"] for t in busy_ticks]),
+        "tick_cpu_s_max": max((t["cpu_s"] for t in ticks), default=None),
+        "tick_log": ticks,
+        "sim_counters": sim_counters,
+    }
+    if storm_window is not None:
+        record["storm"] = {
+            "started_after_first_removal_s": round(storm_window[0] - first, 1),
+            "seconds": round(storm_window[1] - storm_window[0], 1),
+            "recovery_to_0.9_of_quota_s": recovery_seconds(writes, storm_window[1]),
+        }
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--tick", type=int, default=60)
+    parser.add_argument("--storm", default="", help="START:SECONDS after the first removal")
+    parser.add_argument("--name", default="quota")
+    args = parser.parse_args()
+    storm = tuple(float(x) for x in args.storm.split(":")) if args.storm else None
+    record = asyncio.run(run(args.users, args.tick, storm))  # type: ignore[arg-type]
+    record = {"benchmark": args.name, **record}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    shown = {k: v for k, v in record.items() if k not in ("tick_log", "sim_counters")}
+    print(json.dumps(shown, indent=2))
+
+
+if __name__ == "__main__":
+    main()
