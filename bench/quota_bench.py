@@ -154,7 +154,7 @@ async def run(users: int, tick: int, storm: tuple[float, float] | None) -> dict[
         )
         return report
 
-    scheduler.tick = timed_tick  # type: ignore[assignment]
+    scheduler.tick = timed_tick
     try:
         base_url = await asyncio.to_thread(ready.get, True, 120)
         async with httpx.AsyncClient() as http:
@@ -200,7 +200,7 @@ async def run(users: int, tick: int, storm: tuple[float, float] | None) -> dict[
                 sim_counters = (await http.get(base_url.replace("/v1.0", "/_sim/counters"))).json()
         elapsed = time.time() - started
     finally:
-        scheduler.tick = original_tick  # type: ignore[assignment]
+        scheduler.tick = original_tick
         stop.set()
         sim_proc.join(60)
         os.killpg(azurite.pid, 15)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -62,7 +63,7 @@ ticks = st.lists(
 
 @settings(max_examples=60, deadline=None)
 @given(ticks, st.floats(min_value=0.3, max_value=1.0))
-def test_no_window_of_the_model_ever_exceeds_the_target_share(plan: list, share: float) -> None:
+def test_no_window_of_the_model_ever_exceeds_the_target_share(plan: list[Any], share: float) -> None:
     limits = limits_for(SMALL, share=share)
     p, now = Pacing(), T0
     slots: list[float] = []
