@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromedriver
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup demo test lint typecheck unit bench bench-quota bench-recovery bench-tick clean
 
 setup: $(STAMP) node_modules/.bin/azurite $(CHROMIUM)
 
@@ -50,6 +50,17 @@ bench: setup
 	$(BIN)/python bench/scan_bench.py
 	$(BIN)/python bench/pipeline_bench.py
 	$(BIN)/python bench/report_bench.py
+	$(BIN)/python bench/tick_bench.py
+
+# Long runs (real time, Graph's real quota): about 12 and 8 minutes. Run them in the background.
+bench-quota: setup
+	$(BIN)/python bench/quota_bench.py --users 10000 --tick 60 --name quota
+
+bench-recovery: setup
+	$(BIN)/python bench/quota_bench.py --users 6000 --tick 60 --storm 200:30 --name recovery
+
+bench-tick: setup
+	$(BIN)/python bench/tick_bench.py
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis

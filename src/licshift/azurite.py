@@ -69,15 +69,18 @@ class Azurite:
     _own_location: bool
 
     @staticmethod
-    def start(location: Path | None = None, timeout: float = 30.0) -> Azurite:
+    def start(location: Path | None = None, timeout: float = 30.0, *, in_memory: bool = False) -> Azurite:
+        """`in_memory` keeps the data in Azurite's memory only (benchmarks: disk I/O out of the picture);
+        `location` then holds just the log."""
         exe = find_executable()
         own = location is None
         where = Path(tempfile.mkdtemp(prefix="licshift-azurite-")) if location is None else location
         where.mkdir(parents=True, exist_ok=True)
         ports = [_free_port() for _ in range(3)]
         blob, queue, table = ports
+        storage = ["--inMemoryPersistence"] if in_memory else ["--location", str(where)]
         args = [
-            exe, "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--location", str(where),
+            exe, "--silent", "--disableTelemetry", "--skipApiVersionCheck", *storage,
             "--blobHost", "127.0.0.1", "--blobPort", str(blob),
             "--queueHost", "127.0.0.1", "--queuePort", str(queue),
             "--tableHost", "127.0.0.1", "--tablePort", str(table),

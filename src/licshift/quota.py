@@ -80,26 +80,31 @@ async def _reports(rt: Runtime, since: datetime, now: datetime) -> tuple[Reports
     return Reports(tuple(throttles), tuple(extra), usage), by_wave
 
 
+RESERVE_ATTEMPTS = 3
+
+
 async def reserve(rt: Runtime, now: datetime, *, wanted: int, lookback: timedelta) -> Reservation:
     """Load the model, fold in reports since it was last saved (at most `lookback` ago), reserve up
-    to `wanted` slots and save the model before anything is sent."""
+    to `wanted` slots and save the model before anything is sent. If another scheduler saved it in
+    between, start over from what it saved: the model serializes them, so both get slots that fit."""
     lim = limits(rt.settings)
-    stored = await rt.ledger.get_pacing()
-    loaded = pacing.from_json(stored.value) if stored.value else Pacing(seen_until=_ts(now - lookback))
-    if loaded is None:
-        log.warning("the pacing row could not be read; nothing new is scheduled for one quota window")
-        loaded = pacing.restart(_ts(now), lim)
-    since = max(datetime.fromtimestamp(loaded.seen_until, UTC), now - lookback)
-    reports, by_wave = await _reports(rt, since, now)
-    model = pacing.observe(loaded, reports, _ts(now), lim)
-    slots, model = pacing.schedule(model, _ts(now), wanted, lim)
-    try:
-        etag: str | None = await rt.ledger.save_pacing(pacing.to_json(model), stored.etag or None, now)
-    except ConcurrencyConflict:
-        # Another scheduler saved the model since we read it: it owns this round of slots.
-        log.warning("another tick is scheduling Graph writes; this one sends nothing new")
-        return Reservation([], loaded, None, lim, by_wave)
-    return Reservation(slots, model, etag, lim, by_wave)
+    for _ in range(RESERVE_ATTEMPTS):
+        stored = await rt.ledger.get_pacing()
+        loaded = pacing.from_json(stored.value) if stored.value else Pacing(seen_until=_ts(now - lookback))
+        if loaded is None:
+            log.warning("the pacing row could not be read; nothing new is scheduled for one quota window")
+            loaded = pacing.restart(_ts(now), lim)
+        since = min(now, max(datetime.fromtimestamp(loaded.seen_until, UTC), now - lookback))
+        reports, by_wave = await _reports(rt, since, now)
+        model = pacing.observe(loaded, reports, _ts(now), lim)
+        slots, model = pacing.schedule(model, _ts(now), wanted, lim)
+        try:
+            etag = await rt.ledger.save_pacing(pacing.to_json(model), stored.etag or None, now)
+        except ConcurrencyConflict:
+            continue
+        return Reservation(slots, model, etag, lim, by_wave)
+    log.warning("other ticks kept scheduling Graph writes; this one sends nothing new")
+    return Reservation([], model, None, lim, by_wave)
 
 
 async def settle(rt: Runtime, reservation: Reservation, used: int, now: datetime) -> None:

@@ -1,0 +1,193 @@
+"""What one scheduler tick costs as the wave grows: a ledger seeded directly with a wave of 1,000,
+10,000 and 100,000 outcome rows (Azurite in memory), the same work per tick in each (3,000 removals
+still planned, the rest already removed), ticks 60 s apart on an injected clock.
+
+  .venv/bin/python bench/tick_bench.py [--sizes 1000,10000,100000]
+
+Each size runs in a fresh process (so peak RSS is that size's alone); per size: the wall and CPU time
+of a tick (median of the ticks that enqueued, and of all), the Python heap peak during a tick
+(tracemalloc) and the process's peak RSS. Ratios against the smallest size are what to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import tracemalloc
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from licshift import scheduler
+from licshift.azurite import Azurite
+from licshift.decide import PROCESSING_COMPLETE, Policy
+from licshift.graphport import GroupLicenseInfo
+from licshift.ledger import Ledger
+from licshift.outcomes import Outcome, OutcomeStatus
+from licshift.runtime import Runtime
+from licshift.settings import Settings
+from licshift.waves import Selection, SelectionKind, Wave, WaveCounters, WaveStatus
+from licshift.workqueue import WorkQueue
+
+E3 = "6fd2c87f-b296-42f0-b197-1e91e994b900"
+GROUP = "0f5c3a50-6b7a-4a0e-9c51-3f1b7d2a8e10"
+PLANNED = 3_000
+TICKS = 4
+RESULTS = Path(__file__).parent / "results"
+
+
+class ProcessedGroup:
+    """The only Graph call a REMOVING tick makes: the group's processing state (always complete)."""
+
+    async def group_license_info(self, group_id: str) -> GroupLicenseInfo:
+        return GroupLicenseInfo(group_id, "All users", PROCESSING_COMPLETE, ())
+
+    def take_usage(self) -> float:
+        return 0.0
+
+
+def user(n: int) -> str:
+    return f"{n:08d}-0000-4000-8000-000000000000"
+
+
+async def seed(ledger: Ledger, size: int, now: datetime) -> Wave:
+    wave = Wave(
+        wave_id=str(uuid.uuid4()),
+        group_id=GROUP,
+        sku_ids=(E3,),
+        selection=Selection(SelectionKind.ALL),
+        policy=Policy.NO_LOSS,
+        dry_run=False,
+        force=True,
+        requested_by="bench",
+        status=WaveStatus.REMOVING,
+        created_at=now,
+        updated_at=now,
+    )
+    removed = size - PLANNED
+    plans = frozenset(str(uuid.UUID(int=i)) for i in range(20))
+    rows = [
+        Outcome(
+            wave_id=wave.wave_id,
+            user_id=user(i),
+            sku_id=E3,
+            status=OutcomeStatus.REMOVED if i < removed else OutcomeStatus.PLANNED,
+            decision="remove",
+            user_principal_name=f"user{i}@contoso.example",
+            before_plans=plans,
+            after_plans=plans,
+            attempts=1 if i < removed else 0,
+            actor="remover",
+            updated_at=now,
+        )
+        for i in range(size)
+    ]
+    for start in range(0, size, 5_000):
+        await ledger.put_outcomes(rows[start : start + 5_000])
+    del rows
+    counters = WaveCounters(members=size, selected=size, to_remove=size, planned=PLANNED, removed=removed)
+    wave = replace(wave, counters=counters, enqueue_cursor="")
+    await ledger.create_wave(wave)
+    return wave
+
+
+async def one_size(connection: str, size: int) -> dict[str, Any]:
+    name = f"b{uuid.uuid4().hex[:10]}"
+    ledger = Ledger(connection, prefix=name)
+    queue = WorkQueue(connection, waves_queue=f"{name}-waves", removals_queue=f"{name}-removals")
+    await ledger.ensure_tables()
+    await queue.ensure_queues()
+    clock = [datetime.now(UTC)]
+    settings = Settings(tick_seconds=60, removals_queue=f"{name}-removals", waves_queue=f"{name}-waves")
+    rt = Runtime(settings, ProcessedGroup(), ledger, queue, clock=lambda: clock[0])  # type: ignore[arg-type]
+    seeded = time.monotonic()
+    await seed(ledger, size, clock[0])
+    seed_s = time.monotonic() - seeded
+    ticks = []
+    for _ in range(TICKS):
+        tracemalloc.start()
+        wall, cpu = time.monotonic(), time.process_time()
+        report = await scheduler.tick(rt)
+        ticks.append(
+            {
+                "wall_s": round(time.monotonic() - wall, 3),
+                "cpu_s": round(time.process_time() - cpu, 3),
+                "heap_peak_mb": round(tracemalloc.get_traced_memory()[1] / 2**20, 1),
+                "enqueued": report.enqueued,
+            }
+        )
+        tracemalloc.stop()
+        clock[0] += timedelta(seconds=60)
+    await ledger.delete_tables()
+    for q in (queue.waves_queue, queue.removals_queue):
+        await queue.delete_queue(q)
+    await ledger.aclose()
+    await queue.aclose()
+    return {
+        "rows": size,
+        "seed_s": round(seed_s, 1),
+        "ticks": ticks,
+        "tick_wall_s_median": sorted(t["wall_s"] for t in ticks)[len(ticks) // 2],
+        "tick_cpu_s_median": sorted(t["cpu_s"] for t in ticks)[len(ticks) // 2],
+        "tick_heap_peak_mb_max": max(t["heap_peak_mb"] for t in ticks),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--connection", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(asyncio.run(one_size(args.connection, args.one))))
+        return
+    azurite = Azurite.start(in_memory=True)
+    connection = azurite.connection_string
+    try:
+        results = []
+        for size in (int(s) for s in args.sizes.split(",")):
+            out = subprocess.run(
+                [sys.executable, __file__, "--one", str(size), "--connection", connection],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(json.dumps({k: v for k, v in results[-1].items() if k != "ticks"}), flush=True)
+    finally:
+        azurite.stop()
+    base = results[0]
+    record = {
+        "benchmark": "tick",
+        "machine": {"python": platform.python_version(), "cpus": len(os.sched_getaffinity(0))},
+        "measured_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "planned_per_wave": PLANNED,
+        "sizes": results,
+        "ratios_vs_smallest": {
+            str(r["rows"]): {
+                "tick_cpu": round(r["tick_cpu_s_median"] / base["tick_cpu_s_median"], 2),
+                "tick_wall": round(r["tick_wall_s_median"] / base["tick_wall_s_median"], 2),
+                "tick_heap_peak": round(r["tick_heap_peak_mb_max"] / base["tick_heap_peak_mb_max"], 2),
+                "peak_rss": round(r["peak_rss_mb"] / base["peak_rss_mb"], 2),
+            }
+            for r in results
+        },
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "tick.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record["ratios_vs_smallest"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
