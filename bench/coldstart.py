@@ -12,6 +12,9 @@ What each case measures (wall = seconds, RSS = the child's peak resident set, Vm
 - import_app:       every module of the app that exists (src/licshift/**, function_app.py).
 - first_call_native: process start → first user_licenses() answered by the tenant simulator, through
                      GraphAdapter (msgraph-sdk request builders + native response handler).
+- first_answer_function_app: what a worker's cold start costs up to the first Graph answer:
+                     `import function_app`, `runtime.build` (Graph adapter, ledger, queue client)
+                     and the first user_licenses().
 - first_call_typed:  the same GET through msgraph's typed models
                      (`client.users.by_user_id(id).get()` with the same $select, no native handler).
 "Since spawn" is measured from just before the parent starts the child to the moment the child has
@@ -98,6 +101,25 @@ async def main():
         user = await graph.user_licenses(user_id)
         assert user.user_id == user_id, user
         return len(user.states)
+states = asyncio.run(main())
+_report(states=states)
+""",
+    "first_answer_function_app": """
+import asyncio
+import function_app
+from licshift import runtime
+from licshift.settings import Settings
+base_url, user_id = sys.argv[2], sys.argv[3]
+storage = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey="
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+    "QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;TableEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+)
+async def main():
+    rt = runtime.build(Settings.from_env({"LicshiftStorage": storage, "LICSHIFT_GRAPH_ENDPOINT": base_url}))
+    user = await rt.graph.user_licenses(user_id)
+    await rt.graph.aclose()
+    return len(user.states)
 states = asyncio.run(main())
 _report(states=states)
 """,
@@ -195,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             "import_function_app": (),
             "import_app": (json.dumps(modules),),
             "first_call_native": (sim.base_url, user_id),
+            "first_answer_function_app": (sim.base_url, user_id),
             "first_call_typed": (sim.base_url, user_id),
         }
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in plan}
