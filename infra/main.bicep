@@ -17,7 +17,7 @@ param environmentName string
 })
 param location string
 
-@description('Object id of the person (or CI principal) running azd: gets the same storage roles as the app, so the licshift CLI works against Azure. Empty: none.')
+@description('Object id of the licshift operator (azd passes the signed-in person or CI principal): gets the operator role set (send wave commands, read the ledger, flip the kill switch), never a role on the app package. Empty: none.')
 param principalId string = ''
 
 @allowed([
@@ -25,18 +25,18 @@ param principalId string = ''
   'ServicePrincipal'
   'Group'
 ])
-@description('Kind of principal principalId names.')
+@description('Kind of principal principalId names (azd passes AZURE_PRINCIPAL_TYPE: ServicePrincipal when a CI principal deploys).')
 param principalType string = 'User'
 
-@description('Grant the managed identity its Microsoft Graph application permissions in this deployment. Needs a deployer with AppRoleAssignment.ReadWrite.All + Application.Read.All (e.g. Privileged Role Administrator); set false and have an admin grant them otherwise (see infra/app/graph-permissions.bicep).')
-param grantGraphPermissions bool = true
+@description('Grant the managed identity its Microsoft Graph application permissions inside the deployment (needs a deployer with AppRoleAssignment.ReadWrite.All + Application.Read.All, e.g. Privileged Role Administrator, or the whole deployment fails). Off by default: the postprovision hook grants them with retries when the deployer may, else prints the commands for an admin.')
+param grantGraphPermissions bool = false
 
 @description('E-mail address that receives licshift alerts (restores, halts, poison messages, failures, drift). Empty: alerts fire in Azure Monitor only.')
 param alertEmail string = ''
 
-@minValue(40)
+@minValue(1)
 @maxValue(1000)
-@description('Flex Consumption instance ceiling. Graph writes are bounded by the scheduler, not by instances: more instances only add reads.')
+@description('Flex Consumption instance ceiling (1 to 1000). Graph writes are bounded by the scheduler, not by instances: more instances only add reads.')
 param maximumInstanceCount int = 40
 
 @allowed([
@@ -46,6 +46,15 @@ param maximumInstanceCount int = 40
 ])
 @description('Memory per Flex Consumption instance (MB).')
 param instanceMemoryMB int = 2048
+
+@allowed([
+  'Standard_ZRS'
+  'Standard_GZRS'
+  'Standard_RAGZRS'
+  'Standard_LRS'
+])
+@description('Redundancy of the storage account that holds the ledger (the audit trail). Zone-redundant by default; Standard_LRS only where the region has no availability zones.')
+param storageSkuName string = 'Standard_ZRS'
 
 @minValue(30)
 @maxValue(730)
@@ -126,11 +135,22 @@ var queueNames = [
   removalsQueueName
   '${removalsQueueName}-poison'
 ]
-var tableNames = [
+// The ledger: the operator reads the first three and writes only Control (the kill switch).
+var ledgerReadTableNames = [
   '${tablePrefix}Waves'
   '${tablePrefix}Outcomes'
-  '${tablePrefix}Control'
   '${tablePrefix}Events'
+]
+var controlTableName = '${tablePrefix}Control'
+var tableNames = concat(ledgerReadTableNames, [controlTableName])
+
+// Microsoft Graph application permissions of the identity (app role values): granted by
+// app/graph-permissions.bicep when grantGraphPermissions, else by infra/hooks/postprovision.
+var graphAppRoles = [
+  'LicenseAssignment.ReadWrite.All'
+  'LicenseAssignment.Read.All'
+  'User.Read.All'
+  'GroupMember.Read.All'
 ]
 
 // NCRONTAB for each allowed tick length, so LICSHIFT_TICK_SECONDS and the schedule cannot disagree.
@@ -185,6 +205,7 @@ module storage 'app/storage.bicep' = {
     deploymentContainerName: deploymentContainerName
     queueNames: queueNames
     tableNames: tableNames
+    skuName: storageSkuName
   }
 }
 
@@ -209,6 +230,9 @@ module rbac 'app/rbac.bicep' = {
     identityPrincipalId: identity.outputs.principalId
     principalId: principalId
     principalType: principalType
+    wavesQueueName: wavesQueueName
+    ledgerReadTableNames: ledgerReadTableNames
+    controlTableName: controlTableName
   }
 }
 
@@ -253,6 +277,7 @@ module graphPermissions 'app/graph-permissions.bicep' = if (grantGraphPermission
   scope: rg
   params: {
     principalId: identity.outputs.principalId
+    appRoleNames: graphAppRoles
   }
 }
 
@@ -265,6 +290,8 @@ output AZURE_MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.appInsightsName
 output GRAPH_PERMISSIONS_GRANTED bool = grantGraphPermissions
+// What infra/hooks/postprovision grants (space-separated app role values).
+output LICSHIFT_GRAPH_APP_ROLES string = join(graphAppRoles, ' ')
 // What the licshift CLI needs (it signs in with az login, not with the identity):
 // LicshiftStorage__queueServiceUri / __tableServiceUri = these two endpoints.
 output AZURE_STORAGE_QUEUE_ENDPOINT string = storage.outputs.queueEndpoint

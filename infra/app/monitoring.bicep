@@ -1,6 +1,6 @@
-// Log Analytics + workspace-based Application Insights. Local (instrumentation key) auth is off:
-// the host and the Python worker send telemetry with the managed identity
-// (APPLICATIONINSIGHTS_AUTHENTICATION_STRING; the identity holds Monitoring Metrics Publisher).
+// Log Analytics + workspace-based Application Insights. Local (key) auth is off on both: the host
+// and the Python worker send telemetry with the managed identity (APPLICATIONINSIGHTS_AUTHENTICATION_STRING;
+// the identity holds Monitoring Metrics Publisher), and people query with Entra ID.
 param workspaceName string
 param appInsightsName string
 param location string
@@ -16,6 +16,9 @@ resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
       name: 'PerGB2018'
     }
     retentionInDays: retentionInDays
+    features: {
+      disableLocalAuth: true
+    }
   }
 }
 

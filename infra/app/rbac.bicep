@@ -1,13 +1,18 @@
-// Data-plane roles for the app's identity (and, optionally, the person running azd, so the licshift
-// CLI can enqueue waves and read the ledger). Built-in role ids:
+// Data-plane roles for the app's identity, and the operator role set for a person or CI principal
+// (principalId, by default whoever runs azd). Built-in role ids:
 // https://learn.microsoft.com/azure/role-based-access-control/built-in-roles
+//
+// The operator gets no role on blobs: the account holds the app package, and whoever can replace it
+// runs code as the managed identity, which holds LicenseAssignment.ReadWrite.All. The licshift CLI
+// needs only to put wave commands on the waves queue, read the ledger and flip the kill switch in
+// the control table; each role is scoped to that one queue or table.
 param storageAccountName string
 param appInsightsName string
 
 @description('Principal id of the app\'s user-assigned managed identity.')
 param identityPrincipalId string
 
-@description('Object id of the deploying user or CI principal. Empty: no roles for it.')
+@description('Object id of the operator (the deploying user or CI principal). Empty: no roles for it.')
 param principalId string = ''
 
 @allowed([
@@ -16,6 +21,15 @@ param principalId string = ''
   'Group'
 ])
 param principalType string = 'User'
+
+@description('The queue the operator sends wave commands to.')
+param wavesQueueName string
+
+@description('Ledger tables the operator reads (waves, outcomes, events).')
+param ledgerReadTableNames array
+
+@description('The control table: the operator reads and writes the kill switch row.')
+param controlTableName string
 
 var storageRoles = [
   {
@@ -41,11 +55,55 @@ var monitoringRole = {
   id: '3913510d-42f4-4e42-8a64-420c390055eb'
 }
 
-// The same storage roles for the deployer, when one is named.
-var deployerRoles = empty(principalId) ? [] : storageRoles
+// The operator role set (README "Operator and viewer roles" lists the same as az commands).
+var operatorQueueRole = {
+  // Put messages on the waves queue; nothing else on any queue (no read, no delete, no create).
+  name: 'Storage Queue Data Message Sender'
+  id: 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
+}
+var operatorReadRole = {
+  // Query waves, outcomes and events: status, reports, drift, intake's accept/refuse records.
+  name: 'Storage Table Data Reader'
+  id: '76199698-9eea-4c19-bc75-cec21354c6b6'
+}
+var operatorControlRole = {
+  // Read and write the control row (licshift kill-switch on|off).
+  name: 'Storage Table Data Contributor'
+  id: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+}
+
+var hasOperator = !empty(principalId)
+var operatorReadTables = hasOperator ? ledgerReadTableNames : []
 
 resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
+}
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' existing = {
+  parent: storageAccount
+  name: 'default'
+}
+
+resource wavesQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
+  parent: queueService
+  name: wavesQueueName
+}
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' existing = {
+  parent: storageAccount
+  name: 'default'
+}
+
+resource readTables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' existing = [
+  for tableName in operatorReadTables: {
+    parent: tableService
+    name: tableName
+  }
+]
+
+resource controlTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' existing = {
+  parent: tableService
+  name: controlTableName
 }
 
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
@@ -76,26 +134,37 @@ resource appMonitoringRole 'Microsoft.Authorization/roleAssignments@2022-04-01' 
   }
 }
 
-resource deployerStorageRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
-  for role in deployerRoles: {
-    name: guid(storageAccount.id, principalId, role.id)
-    scope: storageAccount
+resource operatorQueueSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (hasOperator) {
+  name: guid(wavesQueue.id, principalId, operatorQueueRole.id)
+  scope: wavesQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', operatorQueueRole.id)
+    principalId: principalId
+    principalType: principalType
+    description: '${operatorQueueRole.name} for the licshift operator (CLI wave commands)'
+  }
+}
+
+resource operatorTableReaders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
+  for (tableName, i) in operatorReadTables: {
+    name: guid(readTables[i].id, principalId, operatorReadRole.id)
+    scope: readTables[i]
     properties: {
-      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', role.id)
+      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', operatorReadRole.id)
       principalId: principalId
       principalType: principalType
-      description: '${role.name} for the licshift admin (CLI and local development)'
+      description: '${operatorReadRole.name} for the licshift operator (CLI status, reports, drift)'
     }
   }
 ]
 
-resource deployerMonitoringRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(principalId)) {
-  name: guid(appInsights.id, principalId, monitoringRole.id)
-  scope: appInsights
+resource operatorControl 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (hasOperator) {
+  name: guid(controlTable.id, principalId, operatorControlRole.id)
+  scope: controlTable
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', monitoringRole.id)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', operatorControlRole.id)
     principalId: principalId
     principalType: principalType
-    description: '${monitoringRole.name} for the licshift admin (local development)'
+    description: '${operatorControlRole.name} for the licshift operator (CLI kill switch)'
   }
 }

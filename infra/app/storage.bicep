@@ -13,13 +13,16 @@ param queueNames array
 @description('The ledger tables (Waves, Outcomes, Control, Events under the configured prefix).')
 param tableNames array
 
+@description('Redundancy: the ledger is licshift\'s audit trail, so zone-redundant unless the region has no zones.')
+param skuName string = 'Standard_ZRS'
+
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
   location: location
   tags: tags
   kind: 'StorageV2'
   sku: {
-    name: 'Standard_LRS'
+    name: skuName
   }
   properties: {
     accessTier: 'Hot'

@@ -110,7 +110,8 @@ def kill_message(on: bool, requested_by: str, max_wave_users: int) -> KillSwitch
 
 
 async def send(storage: Storage, message: WavesMessage) -> None:
-    await storage.queue.ensure_queues()
+    # No queue creation here: the deployment (and locally the host) creates the queues, and an operator
+    # holds only Storage Queue Data Message Sender on the waves queue, which cannot create queues.
     await storage.queue.send(storage.settings.waves_queue, encode_waves_message(message))
 
 
