@@ -56,6 +56,9 @@ param instanceMemoryMB int = 2048
 @description('Redundancy of the storage account that holds the ledger (the audit trail). Zone-redundant by default; Standard_LRS only where the region has no availability zones.')
 param storageSkuName string = 'Standard_ZRS'
 
+@description('Network isolation: the app joins a virtual network and reaches storage through private endpoints, and the storage account\'s public endpoint is off (the licshift CLI then runs from inside the network). Off by default.')
+param vnetEnabled bool = false
+
 @minValue(30)
 @maxValue(730)
 @description('Days Log Analytics keeps telemetry (the durable audit trail is the ledger in Table Storage).')
@@ -206,6 +209,18 @@ module storage 'app/storage.bicep' = {
     queueNames: queueNames
     tableNames: tableNames
     skuName: storageSkuName
+    publicNetworkAccess: !vnetEnabled
+  }
+}
+
+module network 'app/network.bicep' = if (vnetEnabled) {
+  name: 'network'
+  scope: rg
+  params: {
+    name: '${abbrs.networkVirtualNetworks}licshift-${resourceToken}'
+    location: location
+    tags: tags
+    storageAccountName: storage.outputs.name
   }
 }
 
@@ -251,6 +266,7 @@ module api 'app/api.bicep' = {
     appInsightsName: monitoring.outputs.appInsightsName
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    virtualNetworkSubnetId: vnetEnabled ? network.outputs.appSubnetId : ''
     appSettings: union(licshiftSettings, additionalAppSettings)
   }
   // The host reaches storage with the identity as soon as it starts: grant the roles first.

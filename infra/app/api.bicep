@@ -27,6 +27,9 @@ param maximumInstanceCount int = 40
 ])
 param instanceMemoryMB int = 2048
 
+@description('Subnet (delegated to Microsoft.App/environments) the app joins; empty: no virtual network.')
+param virtualNetworkSubnetId string = ''
+
 @description('licshift\'s own settings (LICSHIFT_*); the identity and storage settings below are added to them.')
 param appSettings object = {}
 
@@ -68,6 +71,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
     siteConfig: {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'

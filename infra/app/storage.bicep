@@ -16,6 +16,9 @@ param tableNames array
 @description('Redundancy: the ledger is licshift\'s audit trail, so zone-redundant unless the region has no zones.')
 param skuName string = 'Standard_ZRS'
 
+@description('Whether the public endpoint is on. Off when the app reaches storage through private endpoints (main.bicep vnetEnabled).')
+param publicNetworkAccess bool = true
+
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
   location: location
@@ -32,9 +35,9 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     dnsEndpointType: 'Standard'
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: publicNetworkAccess ? 'Enabled' : 'Disabled'
     networkAcls: {
-      defaultAction: 'Allow'
+      defaultAction: publicNetworkAccess ? 'Allow' : 'Deny'
       bypass: 'AzureServices'
     }
   }

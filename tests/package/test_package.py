@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from import_closure import first_party_closure, imported_modules
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from pathspec import GitIgnoreSpec
+
+from package.import_closure import first_party_closure, imported_modules
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST_FILES = ("function_app.py", "host.json", "requirements.txt")
@@ -232,7 +233,7 @@ def _run(python: Path, *args: str, cwd: Path | None = None, env: dict[str, str] 
 
 
 def _lock() -> dict[str, str]:
-    pins = {}
+    pins: dict[str, str] = {}
     for line in (ROOT / "requirements.txt").read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:

@@ -142,6 +142,10 @@ def _call(function: dict[str, Any], scope: Mapping[str, Any], original: Any) -> 
 
 def _operate(operator: dict[str, Any], scope: Mapping[str, Any], original: Any) -> Any:
     operands = operator["operands"]
+    if operator["type"] == "not":
+        value = _resolve(operands["bool_value"], scope)
+        if isinstance(value, bool):
+            return not value
     if operator["type"] == "conditional":
         condition = _resolve(operands["condition"], scope)
         if isinstance(condition, bool):
@@ -734,3 +738,41 @@ def test_readme_operator_and_viewer_commands_use_the_deployed_roles_and_names() 
     assert "Blob" not in " ".join(role for role, _ in commands)
     project = yaml.safe_load((ROOT / "azure.yaml").read_text())
     assert project["requiredVersions"]["azd"].removeprefix(">= ") in section
+
+
+# --- optional network isolation --------------------------------------------------------------------
+
+
+def test_network_isolation_is_off_by_default_and_wired_through_when_on() -> None:
+    main = _parse(MAIN)
+    assert main["parameters"]["vnetEnabled"]["default"] is False
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["vnetEnabled"]["value"] == "${LICSHIFT_VNET_ENABLED=false}"
+    assert main["modules"]["network"]["config"]["condition"] == "vnetEnabled"
+    storage, scope = _module_scope("storage")
+    account = _resolve(_one(storage, "Microsoft.Storage/storageAccounts"), scope)
+    assert account["properties"]["publicNetworkAccess"] == "Enabled"  # vnetEnabled false: public endpoint, Entra ID
+    on = _resolve(_one(storage, "Microsoft.Storage/storageAccounts"), {**scope, "publicNetworkAccess": False})
+    assert on["properties"]["publicNetworkAccess"] == "Disabled"
+    assert on["properties"]["networkAcls"]["defaultAction"] == "Deny"
+    api_params = _body(main["modules"]["api"]["config"])["params"]
+    subnet = api_params["virtualNetworkSubnetId"]["operator"]
+    assert subnet["operands"]["condition"] == "vnetEnabled"
+    assert _dotted(subnet["operands"]["true_value"]) == "network.outputs.appSubnetId"
+
+
+def test_private_endpoints_cover_every_storage_service_the_app_uses() -> None:
+    network = _parse(INFRA / "app" / "network.bicep")
+    scope = _scope(network, {"addressPrefix": "10.0.0.0/16"})
+    assert scope["storageServices"] == ["blob", "queue", "table"]  # host (blob, queue, table), queues, ledger
+    for name in ("dnsZones", "dnsLinks", "endpoints", "endpointDns"):
+        loop = network["resources"][name]["config"]["loop_type"]["detail"]
+        assert loop["array_name"] == "storageServices", name
+    endpoint = _one(network, "Microsoft.Network/privateEndpoints")
+    connection = endpoint["properties"]["privateLinkServiceConnections"][0]["properties"]
+    assert _dotted(connection["privateLinkServiceId"]) == "storageAccount.id"
+    vnet = _one(network, "Microsoft.Network/virtualNetworks")
+    app_subnet, endpoint_subnet = vnet["properties"]["subnets"]
+    assert app_subnet["properties"]["delegations"][0]["properties"]["serviceName"] == "Microsoft.App/environments"
+    assert _dotted(app_subnet["properties"]["natGateway"]["id"]) == "nat.id", "Graph is reached through the NAT"
+    assert endpoint_subnet["properties"]["privateEndpointNetworkPolicies"] == "Disabled"
