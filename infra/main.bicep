@@ -175,6 +175,7 @@ var licshiftSettings = {
   LICSHIFT_TICK_SCHEDULE: tickSchedules['${tickSeconds}']
   LICSHIFT_TICK_SECONDS: string(tickSeconds)
   LICSHIFT_DRIFT_SCHEDULE: driftSchedule
+  LICSHIFT_SETTLE_SCHEDULE: '0 */5 * * * *'
   LICSHIFT_POLICY: policy
   LICSHIFT_GROUP_ALLOWLIST: groupAllowlist
   LICSHIFT_WRITE_RATE_CEILING: writeRateCeiling

@@ -58,6 +58,13 @@ var alertRules = [
     query: 'traces | where tostring(customDimensions.licshift_kind) == "restored" | project timestamp, message, wave_id = tostring(customDimensions.licshift_wave_id), user_id = tostring(customDimensions.licshift_user_id)'
   }
   {
+    name: 'settle-loss'
+    severity: 1
+    title: 'licshift: a migrated user lost a plan after a relied-on group changed'
+    description: 'Within LICSHIFT_SETTLE_HOURS of a removal, a group the removal relied on changed and the user lost a plan; LICSHIFT_SETTLE_ACTION=alert-only left it as is. Restore or fix the group.'
+    query: 'traces | where tostring(customDimensions.licshift_kind) == "settle-loss" | project timestamp, message, wave_id = tostring(customDimensions.licshift_wave_id), user_id = tostring(customDimensions.licshift_user_id)'
+  }
+  {
     name: 'wave-halted'
     severity: 1
     title: 'licshift: a wave halted'

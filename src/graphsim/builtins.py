@@ -116,6 +116,8 @@ def adversarial(users: int | None = None, seed: int = 1) -> dict[str, Any]:
     person("stuck-other", direct=e3("SWAY"), outcome="not-inherited-from-group")
     person("stuck-none", direct=e3("SWAY"), outcome="not-inherited-from-group")
     person("disabled-state", direct=e3("SWAY"), outcome="inherited-not-active")
+    # Third wave: SWAY only through "reshuffle", whose options were just changed to disable it: held.
+    person("union-held", direct=e3(), in_wave=False)
     leavers = [person(f"leaver-{i}", direct=e3("SWAY")) for i in (1, 2)]
     counted = [person(f"count-{i}", direct=e3("SWAY"), outcome="inherited-error") for i in (1, 2)]
     nested = [person(f"nested-{i}", direct=e3("SWAY"), in_wave=False) for i in (1, 2)]
@@ -179,6 +181,21 @@ def adversarial(users: int | None = None, seed: int = 1) -> dict[str, Any]:
                 "forced": [{"user": "disabled-state", "state": "Disabled", "error": None}],
             },
             {
+                "key": "union",
+                "name": "Licensing wave: E3 without Sway",
+                "members": ["union-held"],
+                "licenses": [{"sku": E3, "disabled_plans": ["SWAY"]}],
+            },
+            {
+                "key": "reshuffle",
+                "name": "E3 options being changed",
+                "members": ["union-held"],
+                "licenses": [{"sku": E3, "disabled_plans": ["SWAY"]}],
+                "initial": "changed",
+                "previous_licenses": [{"sku": E3, "disabled_plans": []}],
+                "processing": {"queued_seconds": 86_400, "in_progress_seconds": 3_600},
+            },
+            {
                 "key": "audio",
                 "name": "Audio Conferencing add-on",
                 "members": ["audio-ok", "audio-missing"],
@@ -223,6 +240,12 @@ def adversarial(users: int | None = None, seed: int = 1) -> dict[str, Any]:
                     "slow-2": "group-processing-incomplete",
                     "slow-3": "no-direct-assignment",
                 },
+            },
+            {
+                "name": "relied-on-reprocessing",
+                "group": "union",
+                "skus": [E3],
+                "expected": {"union-held": "relied-on-group-processing"},
             },
         ],
     }

@@ -33,6 +33,7 @@ OUTCOMES = frozenset(
         "not-inherited-from-group",
         "inherited-error",
         "inherited-not-active",
+        "relied-on-group-processing",
         "plans-would-be-lost",
         "plans-differ",
     }
@@ -69,6 +70,8 @@ class GroupSpec:
     pending: bool
     stuck: tuple[str, ...]
     forced: tuple[tuple[str, str | None, str, str | None], ...]
+    previous_licenses: tuple[tuple[str, frozenset[str]], ...] | None = None
+    """`initial: changed`: the options members' entries still show; `licenses` are the new ones."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -533,8 +536,19 @@ class _Parser:
         gid = self.new_id(item.get("id"), str(key) if key is not None else None, where)
         members = self.member_refs(item.get("members") or (), f"{where}.members")
         initial = str(item.get("initial", "complete"))
-        if initial not in ("complete", "queued"):
-            self.fail(f"{where}.initial", "must be 'complete' (processed long ago) or 'queued' (a job starts now)")
+        if initial not in ("complete", "queued", "changed"):
+            self.fail(
+                f"{where}.initial",
+                "must be 'complete' (processed long ago), 'queued' (a job starts now) or 'changed' (members "
+                "show previous_licenses until the job queued now reaches them)",
+            )
+        if (initial == "changed") != ("previous_licenses" in item):
+            self.fail(f"{where}.previous_licenses", "give previous_licenses exactly when initial is 'changed'")
+        previous = (
+            self.licenses(item["previous_licenses"] or (), f"{where}.previous_licenses")
+            if initial == "changed"
+            else None
+        )
         forced = []
         for i, f in enumerate(item.get("forced") or ()):
             state = str(f.get("state", ERROR))
@@ -557,6 +571,7 @@ class _Parser:
                 pending=initial == "queued",
                 stuck=tuple(self.user_ref(u, f"{where}.stuck") for u in item.get("stuck") or ()),
                 forced=tuple(forced),
+                previous_licenses=previous,
             )
         )
 
@@ -718,7 +733,10 @@ def build_tenant(scenario: Scenario, clock: SimClock) -> Tenant:
         group.stuck.update(group_spec.stuck)
         for forced_user, forced_sku, state, error in group_spec.forced:
             group.forced[forced_user] = (forced_sku, state, error)
-    tenant.finish_load(pending=[g.id for g in scenario.groups if g.pending])
+    tenant.finish_load(
+        pending=[g.id for g in scenario.groups if g.pending],
+        changed={g.id: dict(g.previous_licenses) for g in scenario.groups if g.previous_licenses is not None},
+    )
     for at, action in scenario.events:
         tenant.schedule_event(at, action)
     tenant.keys.update(scenario.keys)

@@ -377,30 +377,44 @@ class Tenant:
         group.licenses[sku_id] = disabled
         group.ever_licensed = True
 
-    def finish_load(self, pending: Iterable[str] = ()) -> None:
+    def finish_load(
+        self, pending: Iterable[str] = (), changed: Mapping[str, Mapping[str, frozenset[str]]] | None = None
+    ) -> None:
         """Give every member of every licensed group its inherited entries, as if processing had
-        long finished, except groups in `pending`, which start with a job queued now."""
+        long finished, except groups in `pending`, which start with a job queued now. A group in
+        `changed` (group id -> its previous licenses) had its options changed just now: members show
+        the entries of the previous licenses until the job queued now reaches them."""
         pending_ids = set(pending)
         self._at = 0.0
         try:
-            self._finish_load(pending_ids)
+            self._finish_load(pending_ids, dict(changed or {}))
         finally:
             self._at = None
 
-    def _finish_load(self, pending_ids: set[str]) -> None:
+    def _finish_load(self, pending_ids: set[str], changed: dict[str, Mapping[str, frozenset[str]]]) -> None:
         for group in (self.groups[g] for g in self.group_order):
-            if not group.licenses:
+            if not group.licenses and group.id not in changed:
                 continue
             if group.id in pending_ids:
                 self._enqueue(group, None, "scenario:initial processing")
                 continue
-            for member in list(group.members):
-                user = self.users.get(member)
-                if user is not None and member not in group.stuck:
-                    new = self._evaluate(group, user)
-                    if new is not None:
-                        others = tuple(e for e in user.inherited if e.group_id != group.id)
-                        self._set(user, inherited=self.intern(others + tuple(self.intern(e) for e in new)))
+            current = group.licenses
+            if group.id in changed:
+                group.licenses = dict(changed[group.id])
+                group.ever_licensed = True
+            self._load_entries(group)
+            if group.id in changed:
+                group.licenses = current
+                self._enqueue(group, None, "scenario:initial change of license options")
+
+    def _load_entries(self, group: Group) -> None:
+        for member in list(group.members):
+            user = self.users.get(member)
+            if user is not None and member not in group.stuck:
+                new = self._evaluate(group, user)
+                if new is not None:
+                    others = tuple(e for e in user.inherited if e.group_id != group.id)
+                    self._set(user, inherited=self.intern(others + tuple(self.intern(e) for e in new)))
 
     def schedule_event(self, at: float, action: Mapping[str, Any]) -> None:
         self._push(at, _EVENT, dict(action))

@@ -6,16 +6,19 @@ assignment loses nothing iff (G1 ∩ ... ∩ Gn) ⊆ D: a plan survives the remo
 source enables it.
 
 The function never performs I/O. It is called twice per user: when the wave is planned (scan) and
-again on a fresh read right before the removal (the remover).
+again on a fresh read right before the removal (the remover). The remover also passes the
+licenseProcessingState of every relied-on group (the wave's and each one whose healthy assignment
+the proof counts): while one of them processes, members' entries may still show its old options,
+so the user is held. The full contract: docs/safety.md.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
-from licshift.licenses import LicenseAssignmentState, ServicePlan, Sku, direct_assignment
+from licshift.licenses import GroupOptions, LicenseAssignmentState, ServicePlan, Sku, direct_assignment
 
 
 class Policy(enum.StrEnum):
@@ -45,6 +48,9 @@ class BlockReason(enum.StrEnum):
     """The assignment from the wave's group carries a Graph error (detail: the error code)."""
     INHERITED_NOT_ACTIVE = "inherited-not-active"
     """The assignment from the wave's group is not Active (detail: the state)."""
+    RELIED_ON_GROUP_PROCESSING = "relied-on-group-processing"
+    """A hold, not a final block: a group the proof relies on is not ProcessingComplete (detail: the
+    group and its state). The user is retried once it has finished; never removed meanwhile."""
     PLANS_WOULD_BE_LOST = "plans-would-be-lost"
     """A plan enabled by the direct assignment is enabled by no healthy inherited one (plans listed)."""
     PLANS_DIFFER = "plans-differ"
@@ -56,6 +62,9 @@ class Remove:
     sku_id: str
     disabled_plans: frozenset[str]
     """The direct assignment being removed: the snapshot a restore puts back."""
+    relied_on: tuple[GroupOptions, ...] = field(default=(), compare=False)
+    """The groups the proof counted (the wave's first, then by id) with the options each showed; not
+    part of the decision's identity."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +82,32 @@ class Block:
 Decision = Remove | Skip | Block
 
 PROCESSING_COMPLETE = "ProcessingComplete"
+HOLD_REASONS = frozenset({BlockReason.RELIED_ON_GROUP_PROCESSING})
+"""Blocks that are not final: the user is retried later."""
+
+
+def relied_on_groups(
+    license_states: Iterable[LicenseAssignmentState], sku_id: str, wave_group: str
+) -> tuple[GroupOptions, ...]:
+    """The wave's group and every group with a healthy inherited assignment of `sku_id`, each with
+    the disabledPlans the proof counts for it (two entries from one group: the intersection)."""
+    wave_group = wave_group.lower()
+    disabled: dict[str, frozenset[str]] = {}
+    for s in license_states:
+        if s.sku_id == sku_id and s.assigned_by_group and s.is_healthy:
+            seen = disabled.get(s.assigned_by_group)
+            disabled[s.assigned_by_group] = s.disabled_plans if seen is None else seen & s.disabled_plans
+    ordered = sorted(disabled, key=lambda g: (g != wave_group, g))
+    out = tuple(GroupOptions(g, disabled[g]) for g in ordered)
+    return out if wave_group in disabled else (GroupOptions(wave_group, frozenset()), *out)
+
+
+def _processing_hold(relied_on: tuple[GroupOptions, ...], group_states: Mapping[str, str]) -> Block | None:
+    for group in relied_on:
+        state = group_states.get(group.group_id)
+        if state != PROCESSING_COMPLETE:
+            return Block(BlockReason.RELIED_ON_GROUP_PROCESSING, f"group {group.group_id} is {state or 'unknown'}")
+    return None
 
 
 def decide(
@@ -83,9 +118,12 @@ def decide(
     *,
     selected: bool = True,
     group_processing_state: str = PROCESSING_COMPLETE,
+    group_states: Mapping[str, str] | None = None,
 ) -> Decision:
     """Decide for one user and one SKU. `license_states` is the user's licenseAssignmentStates
     (all SKUs; other SKUs are ignored), `wave_group` the lower-case id of the wave's group.
+    `group_states` (group id -> licenseProcessingState) must cover every relied-on group when given
+    (a missing one counts as not complete); None skips that check (the scan, which holds at enqueue).
     """
     if not selected:
         return Skip(SkipReason.NOT_SELECTED)
@@ -115,6 +153,11 @@ def decide(
         not_active = sorted({s.state or "unknown" for s in unhealthy})
         return Block(BlockReason.INHERITED_NOT_ACTIVE, ", ".join(not_active))
 
+    relied_on = relied_on_groups(states, sku.sku_id, wave_group)
+    if group_states is not None:
+        hold = _processing_hold(relied_on, group_states)
+        if hold is not None:
+            return hold
     healthy = [s for s in inherited if s.is_healthy]
     still_disabled = frozenset.intersection(*(s.disabled_plans for s in healthy))
     lost = still_disabled - direct.disabled_plans
@@ -128,7 +171,7 @@ def decide(
         if extra:
             plans = sku.describe(extra)
             return Block(BlockReason.PLANS_DIFFER, ", ".join(p.name or p.plan_id for p in plans), plans)
-    return Remove(sku.sku_id, direct.disabled_plans)
+    return Remove(sku.sku_id, direct.disabled_plans, relied_on)
 
 
 def lost_plans(before: frozenset[str], after: frozenset[str]) -> frozenset[str]:

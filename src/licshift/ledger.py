@@ -36,7 +36,7 @@ from azure.data.tables import EdmType, EntityProperty, TableEntity, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from licshift.decide import Policy
-from licshift.licenses import DirectAssignment
+from licshift.licenses import DirectAssignment, GroupOptions
 from licshift.outcomes import Control, DriftState, Event, Outcome, OutcomeStatus, Severity, outcome_key
 from licshift.settings import Settings, SettingsError
 from licshift.storeport import ConcurrencyConflict, Versioned
@@ -349,11 +349,14 @@ def outcome_to_entity(outcome: Outcome) -> dict[str, Any]:
         "graph_error": _free_text(outcome.graph_error),
         "actor": _fit(outcome.actor, "actor"),
         "loss_found_by": _fit(outcome.loss_found_by, "loss found by"),
+        "relied_on": _fit(json.dumps([g.to_json() for g in outcome.relied_on], separators=(",", ":")), "relied_on"),
     }
     if outcome.updated_at is not None:
         entity["updated_at"] = _utc(outcome.updated_at, "updated_at")
     if outcome.not_before is not None:
         entity["not_before"] = _utc(outcome.not_before, "not_before")
+    if outcome.removed_at is not None:
+        entity["removed_at"] = _utc(outcome.removed_at, "removed_at")
     return entity
 
 
@@ -363,6 +366,8 @@ def outcome_from_entity(entity: Mapping[str, Any]) -> Outcome:
         snapshot_text = _text(entity, "snapshot")
         updated = entity.get("updated_at")
         not_before = entity.get("not_before")
+        removed = entity.get("removed_at")
+        relied_text = _text(entity, "relied_on")
         return Outcome(
             wave_id=str(entity["PartitionKey"]),
             user_id=_text(entity, "user_id"),
@@ -382,6 +387,8 @@ def outcome_from_entity(entity: Mapping[str, Any]) -> Outcome:
             updated_at=None if updated is None else _read_datetime(updated),
             not_before=None if not_before is None else _read_datetime(not_before),
             loss_found_by=_text(entity, "loss_found_by"),
+            relied_on=tuple(GroupOptions.from_json(g) for g in json.loads(relied_text)) if relied_text else (),
+            removed_at=None if removed is None else _read_datetime(removed),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise LedgerCorrupt(f"{where} cannot be read: {exc}") from exc

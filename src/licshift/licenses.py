@@ -160,6 +160,25 @@ class DirectAssignment:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class GroupOptions:
+    """A group a removal relied on, with the disabledPlans of the SKU its assignment showed then: the
+    settle check compares them with the group's options later (S3 over time)."""
+
+    group_id: str
+    disabled_plans: frozenset[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"groupId": self.group_id, "disabledPlans": sorted(self.disabled_plans)}
+
+    @staticmethod
+    def from_json(payload: Mapping[str, Any]) -> GroupOptions:
+        return GroupOptions(
+            group_id=guid(payload["groupId"], "groupId"),
+            disabled_plans=frozenset(guid(p, "disabledPlans") for p in payload.get("disabledPlans") or ()),
+        )
+
+
 def states_for(states: Iterable[LicenseAssignmentState], sku_id: str) -> tuple[LicenseAssignmentState, ...]:
     return tuple(s for s in states if s.sku_id == sku_id)
 

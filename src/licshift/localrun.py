@@ -94,6 +94,8 @@ def settings_env(
         # A TimeSpan schedule (the local host plays it; Azure accepts it on dedicated plans only).
         "LICSHIFT_TICK_SCHEDULE": tick_schedule,
         "LICSHIFT_DRIFT_SCHEDULE": timespan(drift_seconds) if drift_seconds else "0 0 * * * *",
+        # Hourly, like the drift watch: a local run fires it only when it lasts that long (tests set it).
+        "LICSHIFT_SETTLE_SCHEDULE": "0 0 * * * *",
         # Graph's own per-app limit: the simulator enforces the real quotas, so go as fast as Graph allows.
         "LICSHIFT_WRITE_RATE_CEILING": "20",
         "LICSHIFT_WRITE_RATE_FLOOR": "2",

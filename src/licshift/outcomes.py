@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from licshift.licenses import DirectAssignment
+from licshift.licenses import DirectAssignment, GroupOptions
 
 
 class OutcomeStatus(enum.StrEnum):
@@ -80,6 +80,11 @@ class Outcome:
     loss_found_by: str = ""
     """Who recorded that the user lost plans after the removal (post-check, verification, ...): the
     only reason a restore task may act on the row besides a rollback ("" = no loss recorded)."""
+    relied_on: tuple[GroupOptions, ...] = ()
+    """The groups the latest Remove decision relied on (the wave's first) with the options each
+    showed: the scheduler holds the row while one of them processes; the settle check watches them."""
+    removed_at: datetime | None = None
+    """When the post-check proved the removal harmless: the start of the settle window (S3)."""
 
     @property
     def key(self) -> str:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from licshift import telemetry
-from licshift.decide import Block, Remove, Skip, SkipReason, decide
+from licshift.decide import HOLD_REASONS, Block, Remove, Skip, SkipReason, decide, relied_on_groups
 from licshift.graphport import (
     GraphError,
     GraphRequestError,
@@ -217,9 +217,9 @@ async def remove(rt: Runtime, task: Task) -> str:
     if stop is not None or wave is None:
         await _settle(rt, row, etag, stop or _Stop(OutcomeStatus.NOT_ATTEMPTED, "wave no longer exists"))
         return (stop.status if stop else OutcomeStatus.NOT_ATTEMPTED).value
-    decision = decide(fresh.states, sku, wave.group_id, wave.policy)
+    decision = await _decide_fresh(rt, fresh, sku, wave)
     if isinstance(decision, Skip | Block):
-        return await _not_removed(rt, row, etag, sku, decision, fresh)
+        return await _not_removed(rt, row, etag, sku, decision, fresh, wave.group_id)
     assert isinstance(decision, Remove)
     marked = replace(
         row,
@@ -233,6 +233,7 @@ async def remove(rt: Runtime, task: Task) -> str:
         attempts=row.attempts + 1,
         graph_error="",
         actor=ACTOR,
+        relied_on=decision.relied_on,
     )
     marked_etag = await _save(rt, marked, etag)
     if marked_etag is None:
@@ -290,8 +291,10 @@ async def _not_now(rt: Runtime, task: Task, row: Outcome, wave: Wave | None) -> 
 
 
 async def _not_removed(
-    rt: Runtime, row: Outcome, etag: str, sku: Sku, decision: Skip | Block, fresh: UserLicenses
+    rt: Runtime, row: Outcome, etag: str, sku: Sku, decision: Skip | Block, fresh: UserLicenses, wave_group: str
 ) -> str:
+    if isinstance(decision, Block) and decision.reason in HOLD_REASONS:
+        return await _hold(rt, row, etag, decision, fresh, sku, wave_group)
     if isinstance(decision, Skip) and decision.reason is SkipReason.NO_DIRECT_ASSIGNMENT and row.snapshot:
         return await _gone_before_removal(rt, row, etag, sku, fresh)
     final = replace(
@@ -305,6 +308,37 @@ async def _not_removed(
     )
     await _save(rt, final, etag)
     return final.status.value
+
+
+async def _decide_fresh(rt: Runtime, fresh: UserLicenses, sku: Sku, wave: Wave) -> Remove | Skip | Block:
+    """The rule on the fresh read. S1 over the union: a Remove stands only if every group the proof
+    counts has finished processing; their states are read after the user, so a change made before
+    the user's read shows (the group-state cache window aside, docs/safety.md)."""
+    decision = decide(fresh.states, sku, wave.group_id, wave.policy)
+    if not isinstance(decision, Remove):
+        return decision
+    states = await rt.groups.states(rt.graph, [g.group_id for g in decision.relied_on], rt.now())
+    return decide(fresh.states, sku, wave.group_id, wave.policy, group_states=states)
+
+
+async def _hold(
+    rt: Runtime, row: Outcome, etag: str, hold: Block, fresh: UserLicenses, sku: Sku, wave_group: str
+) -> str:
+    """A relied-on group is processing: back to PLANNED with the reason and the groups, so the
+    scheduler enqueues the user again once they have all finished (never removed meanwhile)."""
+    held = replace(
+        row,
+        status=OutcomeStatus.PLANNED,
+        decision="block",
+        reason=hold.reason.value,
+        detail=hold.detail,
+        relied_on=relied_on_groups(fresh.states, sku.sku_id, wave_group),
+        user_principal_name=fresh.user_principal_name or row.user_principal_name,
+        actor=ACTOR,
+    )
+    await _save(rt, held, etag)
+    log.info("held %s/%s: %s", row.user_id, row.sku_id, hold.detail, extra={"licshift_wave_id": row.wave_id})
+    return "held"
 
 
 def _owner_holds(rt: Runtime, row: Outcome) -> float:
@@ -408,7 +442,8 @@ async def _post_check(rt: Runtime, row: Outcome, etag: str, sku: Sku, after_read
             raise RemovalNotVisible(
                 f"Graph accepted the removal of {sku.sku_id} from {row.user_id} but the direct assignment still shows"
             )
-        await _save(rt, replace(row, status=OutcomeStatus.REMOVED, after_plans=after, actor=ACTOR), etag)
+        removed = replace(row, status=OutcomeStatus.REMOVED, after_plans=after, actor=ACTOR, removed_at=rt.now())
+        await _save(rt, removed, etag)
         return OutcomeStatus.REMOVED.value
     lost = sku.describe(row.before_plans - after)
     detail = "lost " + (", ".join(p.name or p.plan_id for p in lost) or f"the SKU {sku.part_number or sku.sku_id}")

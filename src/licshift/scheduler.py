@@ -67,6 +67,8 @@ ACTOR = "scheduler"
 HOLD_REASON = "holding: group license processing is"
 LATE_SLOT_SECONDS = 1.0
 """A message sent this long after its slot is counted in the model a second time, where it lands."""
+UNION_HOLD_REASON = "holding users:"
+HOLD_REASON_VERIFY = "holding: relied-on groups still processing:"
 ENQUEUE_CONCURRENCY = 8
 """Rows marked and sent at once: a slice of a few hundred must fit well within one tick."""
 
@@ -324,6 +326,7 @@ def outcome_for(wave: Wave, user: UserLicenses, sku: Sku, decision: Decision, no
             base,
             snapshot=DirectAssignment(decision.sku_id, decision.disabled_plans),
             before_plans=effective_plans(user.states, sku),
+            relied_on=decision.relied_on,
         )
     if isinstance(decision, Skip):
         return replace(base, status=OutcomeStatus.SKIPPED, decision="skip", reason=decision.reason.value)
@@ -511,18 +514,52 @@ async def _removing(h: _Handle) -> None:
         return
     if wave.status_reason.startswith(HOLD_REASON):
         wave = replace(wave, status_reason="group license processing is complete again; removing")
+    holds = _Holds()
     cursor = wave.enqueue_cursor
     delays = ctx.budget.take(counters.planned)
-    sent, cursor = await _enqueue_planned(ctx, wave, delays, cursor)
+    sent, cursor = await _enqueue_planned(ctx, wave, delays, cursor, holds)
     if len(sent) < len(delays) and counters.planned > len(sent) and wave.enqueue_cursor:
-        # Rows put back to PLANNED behind the cursor (pause, kill switch): go round again.
-        more, cursor = await _enqueue_planned(ctx, wave, delays[len(sent) :], "")
+        # Rows put back to PLANNED behind the cursor (pause, kill switch, a remover's hold): go round again.
+        more, cursor = await _enqueue_planned(ctx, wave, delays[len(sent) :], "", holds)
         sent += more
+    wave = holds.reason(wave)
     ctx.budget.used -= len(delays) - len(sent)
     await _resend_stale(ctx, wave, rows, TaskKind.REMOVE, (OutcomeStatus.ENQUEUED, OutcomeStatus.REMOVING))
     moved = len(sent)
     counters = replace(counters, planned=counters.planned - moved, enqueued=counters.enqueued + moved)
     await h.save(replace(wave, counters=counters, enqueue_cursor=cursor))
+
+
+@dataclass
+class _Holds:
+    """S1 over the union at enqueue (docs/safety.md): the processing state of the groups the rows
+    about to be enqueued rely on, read once per tick and group, and how many rows wait for them."""
+
+    states: dict[str, str] = field(default_factory=dict)
+    held: set[str] = field(default_factory=set)
+
+    async def passed_over(self, ctx: _Context, wave: Wave, rows: list[Outcome]) -> list[Outcome]:
+        """`rows` without those relying on a group that is not ProcessingComplete (the wave's own
+        group is checked before any enqueue)."""
+        unknown = {g.group_id for o in rows for g in o.relied_on} - {wave.group_id} - self.states.keys()
+        if unknown:
+            self.states.update(await ctx.rt.groups.states(ctx.rt.graph, sorted(unknown), ctx.now, fresh=True))
+        processing = {g for g, state in self.states.items() if state != PROCESSING_COMPLETE}
+        waiting = [o for o in rows if any(g.group_id in processing for g in o.relied_on)]
+        self.held.update(o.key for o in waiting)
+        return [o for o in rows if o.key not in self.held]
+
+    def reason(self, wave: Wave) -> Wave:
+        processing = {g: s for g, s in self.states.items() if s != PROCESSING_COMPLETE}
+        if self.held:
+            groups = ", ".join(f"{g} ({s or 'unknown'})" for g, s in sorted(processing.items()))
+            reason = (
+                f"{UNION_HOLD_REASON} {len(self.held)} wait until these relied-on groups finish processing: {groups}"
+            )
+            return replace(wave, status_reason=reason)
+        if wave.status_reason.startswith(UNION_HOLD_REASON):
+            return replace(wave, status_reason="relied-on groups finished processing; removing")
+        return wave
 
 
 async def _processing_state(h: _Handle) -> str | None:
@@ -535,8 +572,11 @@ async def _processing_state(h: _Handle) -> str | None:
     return info.processing_state
 
 
-async def _enqueue_planned(ctx: _Context, wave: Wave, slots: Sequence[float], cursor: str) -> tuple[list[Outcome], str]:
-    """Mark the next PLANNED rows after `cursor` ENQUEUED and send their tasks, one per slot."""
+async def _enqueue_planned(
+    ctx: _Context, wave: Wave, slots: Sequence[float], cursor: str, holds: _Holds
+) -> tuple[list[Outcome], str]:
+    """Mark the next PLANNED rows after `cursor` ENQUEUED and send their tasks, one per slot; rows
+    relying on a group still processing are passed over (held)."""
     rt = ctx.rt
     if not slots:
         return [], cursor
@@ -548,6 +588,7 @@ async def _enqueue_planned(ctx: _Context, wave: Wave, slots: Sequence[float], cu
     ]
     if candidates:
         cursor = candidates[-1].key
+    candidates = await holds.passed_over(ctx, wave, candidates)
     limit = asyncio.Semaphore(ENQUEUE_CONCURRENCY)
 
     async def one(row: Outcome, slot: float) -> Outcome | None:
@@ -644,15 +685,28 @@ async def _verifying(h: _Handle) -> None:
         reason = f"{HOLD_REASON} {processing or 'unknown'}; verification waits until it is complete"
         await h.save(replace(wave, status_reason=reason))
         return
-    skus = await _skus(h)
-    if skus is None:
-        return
     # Only what the check needs, with the (mostly identical) plan sets shared: ~0.2 KB per removal.
     removed: dict[str, list[Outcome]] = {}
     shared: dict[frozenset[str], frozenset[str]] = {}
-    async for row in rt.ledger.iter_outcomes(wave.wave_id, statuses=[OutcomeStatus.REMOVED], fields=VERIFY_FIELDS):
-        row = replace(row, before_plans=shared.setdefault(row.before_plans, row.before_plans))
+    relied_on: set[str] = set()
+    async for row in rt.ledger.iter_outcomes(
+        wave.wave_id, statuses=[OutcomeStatus.REMOVED], fields=(*VERIFY_FIELDS, "relied_on")
+    ):
+        relied_on.update(g.group_id for g in row.relied_on)
+        row = replace(row, before_plans=shared.setdefault(row.before_plans, row.before_plans), relied_on=())
         removed.setdefault(row.user_id, []).append(row)
+    relied_on.discard(wave.group_id)
+    states = await rt.groups.states(rt.graph, sorted(relied_on), ctx.now, fresh=True)
+    waiting = {g: s for g, s in states.items() if s != PROCESSING_COMPLETE}
+    if waiting:
+        # The same for every group a removal relied on (docs/safety.md, S1): verify on settled entries.
+        groups = ", ".join(f"{g} ({s or 'unknown'})" for g, s in sorted(waiting.items()))
+        reason = f"{HOLD_REASON_VERIFY} {groups}; verification waits until they are complete"
+        await h.save(replace(wave, status_reason=reason))
+        return
+    skus = await _skus(h)
+    if skus is None:
+        return
     losses = drift = 0
 
     async def check(user: UserLicenses, rows: list[Outcome]) -> None:

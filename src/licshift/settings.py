@@ -5,6 +5,7 @@ is the source of that table and a test keeps the two in step.
 
 from __future__ import annotations
 
+import enum
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,13 @@ from licshift.licenses import InvalidId, guid
 DEFAULT_GRAPH_ENDPOINT = "https://graph.microsoft.com/v1.0"
 STORAGE_CONNECTION = "LicshiftStorage"
 """Name of the storage connection used by the bindings (`connection=`) and by the ledger."""
+
+
+class SettleAction(enum.StrEnum):
+    RESTORE = "restore"
+    """Put the recorded direct assignment back and alert."""
+    ALERT_ONLY = "alert-only"
+    """Alert only; the admin decides."""
 
 
 class SettingsError(ValueError):
@@ -58,6 +66,9 @@ class Settings:
     processing_timeout_minutes: float = 240.0
     failure_halt_threshold: int = 5
     kill_switch: bool = False
+    settle_hours: float = 24.0
+    settle_action: SettleAction = SettleAction.RESTORE
+    settle_schedule: str = "0 */5 * * * *"
 
     @property
     def graph_is_loopback(self) -> bool:
@@ -150,6 +161,18 @@ SETTINGS_TABLE: tuple[tuple[str, str, str], ...] = (
         "false",
         "`true` stops every removal at once (the control table's switch does the same at run time).",
     ),
+    (
+        "LICSHIFT_SETTLE_HOURS",
+        "24",
+        "Settle window: for this long after a removal, the settle check watches the groups it relied on.",
+    ),
+    (
+        "LICSHIFT_SETTLE_ACTION",
+        "restore",
+        "What the settle check does when a relied-on group's change took a plan: `restore` the "
+        "snapshot (and alert) or `alert-only`.",
+    ),
+    ("LICSHIFT_SETTLE_SCHEDULE", "0 */5 * * * *", "NCRONTAB (UTC) of the settle check."),
 )
 
 
@@ -267,4 +290,15 @@ def _read(env: Mapping[str, str]) -> Settings:
         processing_timeout_minutes=_number(env, "LICSHIFT_PROCESSING_TIMEOUT_MINUTES", 240.0, 1, 10_080),
         failure_halt_threshold=_integer(env, "LICSHIFT_FAILURE_HALT_THRESHOLD", 5, 1, 100_000),
         kill_switch=_flag(env, "LICSHIFT_KILL_SWITCH"),
+        settle_hours=_number(env, "LICSHIFT_SETTLE_HOURS", 24.0, 1, 720),
+        settle_action=_settle_action(env),
+        settle_schedule=_text(env, "LICSHIFT_SETTLE_SCHEDULE", "0 */5 * * * *"),
     )
+
+
+def _settle_action(env: Mapping[str, str]) -> SettleAction:
+    raw = _text(env, "LICSHIFT_SETTLE_ACTION", SettleAction.RESTORE.value)
+    try:
+        return SettleAction(raw)
+    except ValueError:
+        raise SettingsError(f"LICSHIFT_SETTLE_ACTION={raw!r}: use restore or alert-only") from None

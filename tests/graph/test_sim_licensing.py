@@ -176,6 +176,54 @@ async def test_membership_changes_queue_processing_and_apply_only_when_processed
     assert [loss.cause.split(" ")[0] for loss in sim.oracle.losses] == ["scenario:remove_member"]
 
 
+def disabled_by(entries: list[LicenseAssignmentState], group_id: str) -> list[str]:
+    (entry,) = [s for s in entries if s.assigned_by_group == group_id]
+    return sorted(str(p) for p in entry.disabled_plans or [])
+
+
+async def test_changed_options_show_on_members_only_when_processing_reaches_them(sim_start: SimStarter) -> None:
+    # The moment the union-safety rule guards: the group reads not complete, members still show the
+    # old options (a read cannot see the coming loss), and each loses the plan when its turn comes.
+    users = [{"key": f"u{i}"} for i in range(2)]
+    groups = [{"key": "g", "name": "G", "members": ["u0", "u1"], "licenses": [{"sku": "ENTERPRISEPACK"}]}]
+    sim, client = await sim_start(doc(users, groups), frozen_clock=True)
+    group, u0, u1 = sim.scenario.id("g"), sim.scenario.id("u0"), sim.scenario.id("u1")
+
+    sim.tenant.set_group_license(group, "ENTERPRISEPACK", ["SWAY"])
+    assert await processing(client, group) == "QueuedForProcessing"
+    assert disabled_by(await states(client, u0), group) == []
+    sim.advance(20.5)  # queued 10 s, then 2 members over 20 s: u0 is done, u1 not yet
+    assert await processing(client, group) == "ProcessingInProgress"
+    assert disabled_by(await states(client, u0), group) == [SWAY]
+    assert disabled_by(await states(client, u1), group) == []
+    sim.advance(10)
+    assert await processing(client, group) == "ProcessingComplete"
+    assert disabled_by(await states(client, u1), group) == [SWAY]
+    assert sorted((loss.user_id, loss.cause.split(" ")[0]) for loss in sim.oracle.losses) == sorted(
+        [(u0, "scenario:set_group_license"), (u1, "scenario:set_group_license")]
+    )
+
+
+async def test_a_group_can_start_with_options_changed_and_members_lagging(sim_start: SimStarter) -> None:
+    groups = [
+        {
+            "key": "g",
+            "name": "G",
+            "members": ["u"],
+            "licenses": [{"sku": "ENTERPRISEPACK", "disabled_plans": ["SWAY"]}],
+            "initial": "changed",
+            "previous_licenses": [{"sku": "ENTERPRISEPACK"}],
+        }
+    ]
+    sim, client = await sim_start(doc([{"key": "u"}], groups), frozen_clock=True)
+    group, user = sim.scenario.id("g"), sim.scenario.id("u")
+    assert await processing(client, group) == "QueuedForProcessing"
+    assert disabled_by(await states(client, user), group) == []
+    sim.advance(31)
+    assert await processing(client, group) == "ProcessingComplete"
+    assert disabled_by(await states(client, user), group) == [SWAY]
+
+
 async def test_nested_group_members_get_nothing_through_the_parent(sim_start: SimStarter) -> None:
     users = [{"key": "direct-member"}, {"key": "nested-member"}]
     groups = [

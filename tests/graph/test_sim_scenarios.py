@@ -14,6 +14,7 @@ import pytest
 import yaml
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from msgraph import GraphServiceClient
+from msgraph.generated.groups.groups_request_builder import GroupsRequestBuilder
 from msgraph.generated.groups.item.group_item_request_builder import GroupItemRequestBuilder
 from msgraph.generated.groups.item.members.graph_user.graph_user_request_builder import GraphUserRequestBuilder
 
@@ -100,8 +101,9 @@ def test_outcomes_are_licshifts_decision_values() -> None:
 
 def test_adversarial_tags_every_outcome() -> None:
     scenario = load_scenario("adversarial")
-    main, slow = scenario.waves
+    main, slow, union = scenario.waves
     tagged = set(main.expected.values()) | set(main.expected_identical.values()) | set(slow.expected.values())
+    tagged |= set(union.expected.values())
     assert tagged == OUTCOMES
     wave_users = {
         m
@@ -145,6 +147,18 @@ async def decide_wave(
     assert group is not None
     assert group.license_processing_state is not None
     processing_state = group.license_processing_state.state or ""
+    # What the remover passes: the processing state of every group (the relied-on ones among them).
+    groups = await client.groups.get(
+        RequestConfiguration(
+            query_parameters=GroupsRequestBuilder.GroupsRequestBuilderGetQueryParameters(
+                select=["id", "licenseProcessingState"], top=999
+            )
+        )
+    )
+    assert groups is not None
+    group_states = {
+        str(g.id): g.license_processing_state.state or "" for g in groups.value or [] if g.license_processing_state
+    }
     config = RequestConfiguration(
         query_parameters=GraphUserRequestBuilder.GraphUserRequestBuilderGetQueryParameters(
             select=["id", "userPrincipalName", "licenseAssignmentStates"], top=999
@@ -156,7 +170,13 @@ async def decide_wave(
         for user in page.value or []:
             selected = wave.selection.kind == "all" or user.id in wave.selection.users
             decision = decide(
-                to_states(user), sku, wave.group, policy, selected=selected, group_processing_state=processing_state
+                to_states(user),
+                sku,
+                wave.group,
+                policy,
+                selected=selected,
+                group_processing_state=processing_state,
+                group_states=group_states,
             )
             out[user.id] = outcome(decision)
         if not page.odata_next_link:

@@ -22,7 +22,7 @@ from licshift.ledger import (
     transaction_chunks,
     users_rows,
 )
-from licshift.licenses import DirectAssignment
+from licshift.licenses import DirectAssignment, GroupOptions
 from licshift.outcomes import Control, Event, Outcome, OutcomeStatus, Severity
 from licshift.settings import Settings, SettingsError
 from licshift.storeport import ConcurrencyConflict, LedgerStore
@@ -439,6 +439,10 @@ outcomes = st.builds(
     graph_error=texts,
     actor=texts,
     updated_at=st.none() | moments,
+    relied_on=st.lists(
+        st.builds(GroupOptions, group_id=guids, disabled_plans=st.frozensets(guids, max_size=4)), max_size=3
+    ).map(tuple),
+    removed_at=st.none() | moments,
 )
 ROUND_TRIP = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -349,3 +349,55 @@ def test_every_reason_is_documented(enum_type: type[BlockReason] | type[SkipReas
     for name, doc in docs.items():
         assert doc.strip(), f"{enum_type.__name__}.{name} has no docstring"
     assert len({m.value for m in enum_type}) == len(enum_type)
+
+
+# --- S1 over the union: every relied-on group must have finished processing ------------------------
+
+
+def union_run(*entries: dict[str, Any], states: dict[str, str]) -> Decision:
+    parsed = [LicenseAssignmentState.from_graph(e) for e in entries]
+    return decide(parsed, E3, WAVE_GROUP, group_states=states)
+
+
+COMPLETE_ALL = {WAVE_GROUP: PROCESSING_COMPLETE, OTHER_GROUP: PROCESSING_COMPLETE}
+
+
+def test_a_processing_group_that_supplies_a_plan_holds_the_user() -> None:
+    # SWAY survives only through OTHER_GROUP, whose entry may still show options it no longer has.
+    entries = (entry(), entry(WAVE_GROUP, disabled=[SWAY]), entry(OTHER_GROUP))
+    held = union_run(*entries, states={**COMPLETE_ALL, OTHER_GROUP: "ProcessingInProgress"})
+    assert held == Block(BlockReason.RELIED_ON_GROUP_PROCESSING, f"group {OTHER_GROUP} is ProcessingInProgress")
+    assert union_run(*entries, states=COMPLETE_ALL) == Remove(E3_SKU_ID, frozenset())
+
+
+def test_every_healthy_group_is_relied_on_even_one_that_adds_nothing() -> None:
+    # Dropping a set from the intersection can only grow it: any counted group can turn a Remove unsafe.
+    entries = (entry(), entry(WAVE_GROUP), entry(OTHER_GROUP, disabled=[SWAY]))
+    held = union_run(*entries, states={**COMPLETE_ALL, OTHER_GROUP: "QueuedForProcessing"})
+    assert isinstance(held, Block)
+    assert held.reason is BlockReason.RELIED_ON_GROUP_PROCESSING
+
+
+def test_the_wave_group_and_unknown_groups_hold_too_and_unhealthy_groups_do_not() -> None:
+    entries = (entry(), entry(WAVE_GROUP), entry(OTHER_GROUP, error="CountViolation", state="Error"))
+    assert union_run(*entries, states={WAVE_GROUP: PROCESSING_COMPLETE}) == Remove(E3_SKU_ID, frozenset())
+    held = union_run(entry(), entry(WAVE_GROUP), entry(THIRD_GROUP), states={WAVE_GROUP: PROCESSING_COMPLETE})
+    assert held == Block(BlockReason.RELIED_ON_GROUP_PROCESSING, f"group {THIRD_GROUP} is unknown")
+    wave_held = union_run(entry(), entry(WAVE_GROUP), states={WAVE_GROUP: "ProcessingInProgress"})
+    assert isinstance(wave_held, Block)
+    assert wave_held.detail == f"group {WAVE_GROUP} is ProcessingInProgress"
+
+
+def test_a_removal_records_the_groups_it_relied_on_with_their_options() -> None:
+    decision = union_run(
+        entry(disabled=[YAMMER]),
+        entry(OTHER_GROUP, disabled=[TEAMS]),
+        entry(WAVE_GROUP, disabled=[SWAY]),
+        entry(THIRD_GROUP, state="Error", error="CountViolation"),
+        states=COMPLETE_ALL,
+    )
+    assert isinstance(decision, Remove)
+    assert [(g.group_id, g.disabled_plans) for g in decision.relied_on] == [
+        (WAVE_GROUP, frozenset({SWAY})),
+        (OTHER_GROUP, frozenset({TEAMS})),
+    ]

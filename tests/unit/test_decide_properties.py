@@ -365,3 +365,32 @@ def test_stale_plan_ids_never_make_a_removal_unsafe(u: Universe, policy: Policy)
         assert sku_effective_after(u)
     if isinstance(decision, Block) and decision.reason is BlockReason.PLANS_WOULD_BE_LOST:
         assert {p.plan_id for p in decision.plans} >= model_lost(u)
+
+
+@EXAMPLES
+@given(
+    any_universe(),
+    st.sampled_from(Policy),
+    st.fixed_dictionaries({g: _PROCESSING for g in (WAVE_GROUP, *OTHER_GROUPS)}),
+)
+def test_g_union_removes_only_when_every_healthy_group_finished_processing(
+    u: Universe, policy: Policy, group_states: dict[str, str]
+) -> None:
+    """S1 over the union: with the groups' processing states given, a Remove means every group with
+    a healthy entry (and the wave's group) is complete; otherwise the decision is the same as without."""
+    decision = decide(
+        u.states, u.sku, WAVE_GROUP, policy, selected=u.selected, group_processing_state=u.processing,
+        group_states=group_states,
+    )  # fmt: skip
+    plain = u.decide(policy)
+    relied = {WAVE_GROUP} | {_lower(p["assignedByGroup"]) for p in _inherited(u) if _healthy(p)}
+    all_complete = all(group_states.get(g or "") == PROCESSING_COMPLETE for g in relied)
+    event(f"{type(decision).__name__} all_complete={all_complete}")
+    if isinstance(decision, Remove):
+        assert all_complete
+        assert plain == decision
+    if isinstance(decision, Block) and decision.reason is BlockReason.RELIED_ON_GROUP_PROCESSING:
+        assert not all_complete
+        assert isinstance(plain, Remove | Block)
+    elif all_complete or not isinstance(plain, Remove):
+        assert decision == plain

@@ -40,6 +40,7 @@ def test_the_app_declares_exactly_the_pipeline_functions(functions: dict[str, An
         "waves_poison",
         "removals_poison",
         "drift_watch",
+        "settle_check",
     }
     for function in functions.values():
         assert all(b["type"] in {"queueTrigger", "timerTrigger"} for b in bindings(function)), "no HTTP, no outputs"
@@ -65,7 +66,12 @@ def test_queue_triggers_read_their_queue_from_settings_over_the_licshift_connect
 
 
 @pytest.mark.parametrize(
-    ("name", "schedule"), [("tick", "%LICSHIFT_TICK_SCHEDULE%"), ("drift_watch", "%LICSHIFT_DRIFT_SCHEDULE%")]
+    ("name", "schedule"),
+    [
+        ("tick", "%LICSHIFT_TICK_SCHEDULE%"),
+        ("drift_watch", "%LICSHIFT_DRIFT_SCHEDULE%"),
+        ("settle_check", "%LICSHIFT_SETTLE_SCHEDULE%"),
+    ],
 )
 def test_timers_take_their_schedule_from_settings_and_do_not_run_on_startup(
     functions: dict[str, Any], name: str, schedule: str

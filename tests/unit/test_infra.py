@@ -62,6 +62,7 @@ GRAPH_ROLES = {"LicenseAssignment.ReadWrite.All", "LicenseAssignment.Read.All", 
 
 ALERTED_KINDS = {
     telemetry.RESTORED,
+    telemetry.SETTLE_LOSS,
     telemetry.HALTED,
     telemetry.PROCESSING_TIMEOUT,
     telemetry.POISON,

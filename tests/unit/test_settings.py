@@ -18,6 +18,7 @@ from licshift.settings import (
     STORAGE_CONNECTION,
     Settings,
     SettingsError,
+    SettleAction,
     StorageSettings,
 )
 
@@ -66,6 +67,9 @@ def test_defaults_match_the_documented_table() -> None:
     assert float(documented["LICSHIFT_PROCESSING_TIMEOUT_MINUTES"]) == s.processing_timeout_minutes
     assert int(documented["LICSHIFT_FAILURE_HALT_THRESHOLD"]) == s.failure_halt_threshold
     assert documented["LICSHIFT_KILL_SWITCH"] == str(s.kill_switch).lower()
+    assert float(documented["LICSHIFT_SETTLE_HOURS"]) == s.settle_hours
+    assert documented["LICSHIFT_SETTLE_ACTION"] == s.settle_action.value
+    assert documented["LICSHIFT_SETTLE_SCHEDULE"] == s.settle_schedule
     assert len(documented) == len(SETTINGS_TABLE), "a setting is listed twice"
 
 
@@ -102,6 +106,9 @@ PARSED: list[tuple[str, str, Callable[[Settings], Any], Any]] = [
     ("LICSHIFT_PROCESSING_TIMEOUT_MINUTES", "1440", lambda s: s.processing_timeout_minutes, 1440.0),
     ("LICSHIFT_FAILURE_HALT_THRESHOLD", "1", lambda s: s.failure_halt_threshold, 1),
     ("LICSHIFT_KILL_SWITCH", "TRUE", lambda s: s.kill_switch, True),
+    ("LICSHIFT_SETTLE_HOURS", "48", lambda s: s.settle_hours, 48.0),
+    ("LICSHIFT_SETTLE_ACTION", "alert-only", lambda s: s.settle_action, SettleAction.ALERT_ONLY),
+    ("LICSHIFT_SETTLE_SCHEDULE", "0 0 * * * *", lambda s: s.settle_schedule, "0 0 * * * *"),
 ]
 
 
@@ -354,6 +361,9 @@ PROBES: dict[str, str] = {
     "LICSHIFT_PROCESSING_TIMEOUT_MINUTES": "0",
     "LICSHIFT_FAILURE_HALT_THRESHOLD": "1.5",
     "LICSHIFT_KILL_SWITCH": "perhaps",
+    "LICSHIFT_SETTLE_HOURS": "0",
+    "LICSHIFT_SETTLE_ACTION": "ignore",
+    "LICSHIFT_SETTLE_SCHEDULE": "0 0 * * * *",
 }
 
 
