@@ -61,7 +61,10 @@ MIN_RETRY_AFTER = 1.0
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
-GRAPH_PERMISSIONS = "LicenseAssignment.ReadWrite.All, User.Read.All and GroupMember.Read.All"
+# The application permissions infra/ grants (main.bicep graphAppRoles); named in every 403 hint.
+GRAPH_PERMISSIONS = (
+    "LicenseAssignment.ReadWrite.All, LicenseAssignment.Read.All, User.Read.All and GroupMember.Read.All"
+)
 
 _USER_ODATA_TYPE = "#microsoft.graph.user"
 

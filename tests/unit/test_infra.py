@@ -565,6 +565,8 @@ def test_operator_scopes_are_the_waves_queue_and_the_ledger_tables() -> None:
     assert _body(tables)["name"] == read_loop["item_name"]
     assert sorted(scope["ledgerReadTableNames"]) == sorted(ledger[name] for name in ("Waves", "Outcomes", "Events"))
     assert scope[resources["controlTable"]["config"]["name"]] == ledger["Control"]
+    # a new ledger table makes this fail: decide whether operators read it, then list it in main.bicep
+    assert sorted([*scope["ledgerReadTableNames"], ledger["Control"]]) == sorted(ledger.values())
     readers = resources["operatorTableReaders"]["config"]["loop_type"]["detail"]
     assert readers["array_name"] == read_loop["array_name"], "one Reader assignment per table read"
     for name in ("operatorQueueSender", "operatorControl"):
@@ -612,6 +614,14 @@ def test_graph_permissions_are_off_in_the_deployment_by_default_and_least_privil
     assert not {role for role in roles if "Directory." in role or role.endswith("User.ReadWrite.All")}
     grant = json.dumps(_one(graph, "Microsoft.Graph/appRoleAssignedTo")["appRoleId"])
     assert '"filter"' in grant, "resolve app roles by value from the Graph service principal"
+
+
+def test_the_apps_permission_hint_names_the_roles_the_deployment_grants() -> None:
+    """A 403 from Graph tells the admin what to grant: the same list the hook and the Bicep grant."""
+    from licshift.graph import GRAPH_PERMISSIONS
+
+    named = re.split(r", | and ", GRAPH_PERMISSIONS)
+    assert sorted(named) == sorted(graph_app_roles())
 
 
 def test_graph_extension_alias_is_configured_and_deployer_rights_documented() -> None:
