@@ -67,6 +67,7 @@ GRAPH_PERMISSIONS = (
 )
 
 _USER_ODATA_TYPE = "#microsoft.graph.user"
+_GROUP_ODATA_TYPE = "#microsoft.graph.group"
 
 # What a user principal name may look like when it is put into a URL path. Deliberately stricter
 # than Entra ID (no quotes, slashes, spaces, '?', '#', '%', '$', '&', control characters): anything
@@ -453,6 +454,37 @@ class GraphAdapter:
                 yield guid(item.get("id"), "member id")
             except InvalidId as exc:
                 raise _unexpected(what, str(exc)) from None
+
+    def nested_groups(self, group_id: str) -> AsyncIterator[str]:
+        """Ids of the groups that are members of the group: group-based licensing does not reach
+        their members (the readiness check names them)."""
+        gid = guid(group_id, "group id")
+        return self._nested_groups(gid)
+
+    async def _nested_groups(self, gid: str) -> AsyncIterator[str]:
+        what = f"list the nested groups of group {gid}"
+        builder = self._client.groups.by_group_id(gid).members
+        query = builder.MembersRequestBuilderGetQueryParameters(select=["id"], top=PAGE_SIZE)
+        async for item in self._pages(what, builder, query):
+            if item.get("@odata.type") == _GROUP_ODATA_TYPE:
+                try:
+                    yield guid(item.get("id"), "nested group id")
+                except InvalidId as exc:
+                    raise _unexpected(what, str(exc)) from None
+
+    def sku_holders(self, sku_id: str) -> AsyncIterator[UserLicenses]:
+        """Users holding the SKU from any source, with their licenseAssignmentStates (read-only)."""
+        sku = guid(sku_id, "skuId")
+        return self._sku_holders(sku)
+
+    async def _sku_holders(self, sku: str) -> AsyncIterator[UserLicenses]:
+        what = f"list the users holding SKU {sku}"
+        builder = self._client.users
+        query = builder.UsersRequestBuilderGetQueryParameters(
+            filter=f"assignedLicenses/any(x:x/skuId eq {sku})", select=list(USER_FIELDS), top=PAGE_SIZE
+        )
+        async for item in self._pages(what, builder, query):
+            yield _user_licenses(item, what)
 
     # -- writes ------------------------------------------------------------------------------
 

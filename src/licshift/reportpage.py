@@ -212,7 +212,7 @@ def reasons_html(outcomes: Sequence[Outcome]) -> str:
         rows.append(
             f'<div class="reason s-{status.value}" data-reason="{esc(reason)}" data-status="{status.value}">'
             f'<button type="button" class="rname" title="Show these users in the table">'
-            f"{esc(status.value)}: {esc(reason)}</button>"
+            f"{esc(status.value if reason == status.value else f'{status.value}: {reason}')}</button>"
             f'<span class="bar"><span style="width:{width:.1f}%"></span></span>'
             f'<span class="n">{len(users):,}</span><span class="lic">{esc(lic)}</span>'
             f'<span class="fix">{esc(fix)}</span></div>'

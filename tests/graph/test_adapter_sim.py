@@ -497,3 +497,18 @@ async def test_an_adapter_without_credential_refuses_a_real_graph_endpoint() -> 
         GraphAdapter.create("https://graph.microsoft.com/v1.0", credential=None)
     with pytest.raises(ValueError, match="https"):
         GraphAdapter.create("http://graph.microsoft.com/v1.0", credential=RecordingCredential())
+
+
+async def test_nested_groups_are_listed_by_id(rig: Rig) -> None:
+    assert [g async for g in rig.graph.nested_groups(rig.id("lic"))] == [rig.id("nested")]
+    assert rig.sent[0].url.path == f"/v1.0/groups/{rig.id('lic')}/members"
+
+
+async def test_sku_holders_are_the_users_with_the_sku_from_any_source(rig: Rig) -> None:
+    holders = {u.user_id: u async for u in rig.graph.sku_holders(E3)}
+    # erin's license is in error from the group: not assigned, so not in assignedLicenses.
+    assert set(holders) == {rig.id(k) for k in ("alice", "bob", "carol")}
+    assert direct_assignment(holders[rig.id("carol")].states, E3) is not None
+    assert holders[rig.id("carol")].user_principal_name == CAROL_UPN
+    assert rig.sent[0].url.params["$filter"] == f"assignedLicenses/any(x:x/skuId eq {E3})"
+    assert [u async for u in rig.graph.sku_holders(EMS)] == []
