@@ -25,6 +25,8 @@ from licshift.messages import (
     WaveCommand,
     WavesMessage,
     parse_waves_message,
+    queue_text,
+    stored_text,
 )
 from licshift.outcomes import Event, Severity
 from licshift.runtime import Runtime
@@ -50,6 +52,15 @@ class IntakeResult:
 
 class Rejection(Exception):
     """A command licshift will not carry out; the text says why and what to do."""
+
+
+async def handle_wave_body(rt: Runtime, stored: bytes) -> IntakeResult:
+    """Entry point of the waves queue: the message's stored bytes (see messages.queue_text)."""
+    try:
+        text = queue_text(stored)
+    except MalformedMessage as exc:
+        return await _reject(rt, str(exc), stored_text(stored))
+    return await handle_wave_message(rt, text)
 
 
 async def handle_wave_message(rt: Runtime, text: str) -> IntakeResult:
@@ -262,8 +273,25 @@ async def _reject(rt: Runtime, reason: str, raw: str, message: WavesMessage | No
     return IntakeResult(Verdict.REJECTED, reason, wave_id)
 
 
+async def handle_poison_body(rt: Runtime, stored: bytes, dequeue_count: int) -> None:
+    """Entry point of the waves poison queue. Never raises for what the message holds: a poison
+    handler that fails would only move the message on to a queue nobody reads."""
+    try:
+        text = queue_text(stored)
+    except MalformedMessage as exc:
+        await _reject(rt, f"waves poison queue: {exc}", stored_text(stored))
+        return
+    await handle_poison_command(rt, text, dequeue_count)
+
+
 async def handle_poison_command(rt: Runtime, text: str, dequeue_count: int) -> None:
     """A waves-queue command that failed maxDequeueCount times (Graph or storage kept failing)."""
+    try:
+        parse_waves_message(text, max_wave_users=rt.settings.max_wave_users)
+    except MalformedMessage as exc:
+        # Never a command that failed: the waves queue rejects malformed messages at once.
+        await _reject(rt, f"waves poison queue: {exc}", text)
+        return
     await telemetry.emit(
         rt.ledger,
         Event(

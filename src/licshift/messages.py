@@ -23,6 +23,8 @@ anything else, whatever the input.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import json
 import math
@@ -103,6 +105,31 @@ class Task:
     wave_id: str
     user_id: str
     sku_id: str
+
+
+# --- what the host hands over ---------------------------------------------------------------------
+
+
+def queue_text(stored: bytes) -> str:
+    """The JSON text of a queue message from its stored bytes, as the Functions host hands them over
+    (host.json messageEncoding "none"). licshift writes base64 of UTF-8, the host's default format; the
+    handlers decode it themselves so that a message that is not base64 reaches them and is recorded
+    (S7), where the host would move it to the poison queue, whose trigger cannot decode it either."""
+    if len(stored) > MAX_MESSAGE_CHARS:
+        raise MalformedMessage(f"message is {len(stored)} bytes; a queue message holds at most {MAX_MESSAGE_CHARS}")
+    try:
+        decoded = base64.b64decode(stored, validate=True)
+    except (binascii.Error, ValueError):
+        raise MalformedMessage("message is not base64: licshift's queues carry base64 of UTF-8 JSON") from None
+    try:
+        return decoded.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedMessage(f"message is not UTF-8 text once base64-decoded (byte {exc.start})") from None
+
+
+def stored_text(stored: bytes) -> str:
+    """The stored bytes as text for the record, whatever they are (undecodable bytes escaped)."""
+    return stored.decode("utf-8", "backslashreplace")
 
 
 # --- parsing helpers -----------------------------------------------------------------------------

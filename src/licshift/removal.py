@@ -51,7 +51,7 @@ from licshift.licenses import (
     has_effective_sku,
     states_for,
 )
-from licshift.messages import MalformedMessage, Task, TaskKind, encode_task, parse_task
+from licshift.messages import MalformedMessage, Task, TaskKind, encode_task, parse_task, queue_text, stored_text
 from licshift.outcomes import FINAL_OUTCOMES, Event, Outcome, OutcomeStatus, Severity
 from licshift.runtime import Runtime, UnknownSku
 from licshift.storeport import ConcurrencyConflict
@@ -102,6 +102,16 @@ def _stop(wave: Wave | None, kill_switch: bool) -> _Stop | None:
     if wave.status is WaveStatus.REMOVING:
         return None
     return _Stop(OutcomeStatus.PLANNED, f"wave {wave.status}: returned to the plan")
+
+
+async def handle_task_body(rt: Runtime, stored: bytes) -> str:
+    """Entry point of the removals queue: the message's stored bytes (see messages.queue_text)."""
+    try:
+        text = queue_text(stored)
+    except MalformedMessage as exc:
+        await _rejected(rt, str(exc), stored_text(stored))
+        return "rejected"
+    return await handle_task_message(rt, text)
 
 
 async def handle_task_message(rt: Runtime, text: str) -> str:
@@ -654,6 +664,16 @@ def _restore_refusal(task: Task, row: Outcome, wave: Wave | None) -> str | None:
 # --- poison --------------------------------------------------------------------------------------
 
 
+async def handle_poison_body(rt: Runtime, stored: bytes, dequeue_count: int) -> str:
+    """Entry point of the removals poison queue; never raises for what the message holds."""
+    try:
+        text = queue_text(stored)
+    except MalformedMessage as exc:
+        await _rejected(rt, f"poison queue: {exc}", stored_text(stored))
+        return "rejected"
+    return await handle_poison_task(rt, text, dequeue_count)
+
+
 async def handle_poison_task(rt: Runtime, text: str, dequeue_count: int) -> str:
     """A removals-queue message that failed maxDequeueCount times. Reconcile like a redelivery would:
     removed and nothing lost -> REMOVED; lost -> restore + halt; direct assignment still there ->
@@ -661,7 +681,8 @@ async def handle_poison_task(rt: Runtime, text: str, dequeue_count: int) -> str:
     try:
         task = parse_task(text)
     except MalformedMessage as exc:
-        await _poison_event(rt, f"unreadable removals message: {exc}", text, dequeue_count)
+        # Never a task that failed: the removals queue rejects unreadable messages at once.
+        await _rejected(rt, f"poison queue: {exc}", text)
         return "rejected"
     try:
         result = await _reconcile(rt, task, dequeue_count)

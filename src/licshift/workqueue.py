@@ -2,10 +2,11 @@
 
 `WorkQueue` implements `storeport.WorkQueue` over azure-storage-queue (async) and adds the consumer
 side the local host uses (receive, delete, release, poison copy, counts). Message text is base64 of
-the UTF-8 body, which is what the Functions host expects by default (host.json
-`extensions.queues.messageEncoding: base64`); the encoding is done here rather than by an SDK policy
-so that a message that is not valid base64 can be reported per message instead of failing a whole
-receive.
+the UTF-8 body, the Functions host's default format; the encoding is done here rather than by an SDK
+policy so that a message that is not valid base64 can be reported per message instead of failing a
+whole receive. licshift's own host.json sets `extensions.queues.messageEncoding: none`: the host then
+hands the stored text over unchanged and licshift's handlers decode it (messages.queue_text), so a
+message that is not base64 is recorded by the handler rather than poisoned by the host.
 
 Messages are sent with an infinite time-to-live: work that silently expires after the default 7 days
 would leave an outcome stuck as enqueued. Visibility delays are whole seconds (rounded up) and capped

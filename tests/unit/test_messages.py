@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 from typing import Any
@@ -24,6 +25,8 @@ from licshift.messages import (
     encode_waves_message,
     parse_task,
     parse_waves_message,
+    queue_text,
+    stored_text,
 )
 from licshift.waves import Selection, SelectionKind
 
@@ -187,3 +190,39 @@ def test_task_with_injection_in_an_id_is_rejected() -> None:
     text = json.dumps({"task": "remove", "wave_id": WAVE, "user_id": f"{USER}/assignLicense", "sku_id": E3})
     with pytest.raises(MalformedMessage, match="user_id must be a GUID"):
         parse_task(text)
+
+
+# --- the stored bytes the host hands over --------------------------------------------------------
+
+
+@given(st.text(max_size=300))
+def test_queue_text_reads_what_licshift_writes(text: str) -> None:
+    stored = base64.b64encode(text.encode("utf-8", "surrogatepass")).decode("ascii").encode("ascii")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        with pytest.raises(MalformedMessage, match="not UTF-8"):
+            queue_text(stored)
+        return
+    assert queue_text(stored) == text
+
+
+@given(st.binary(max_size=500))
+def test_queue_text_refuses_anything_else_with_a_reason_and_never_crashes(stored: bytes) -> None:
+    with contextlib.suppress(MalformedMessage):
+        queue_text(stored)
+    assert isinstance(stored_text(stored), str)
+
+
+@pytest.mark.parametrize(
+    ("stored", "reason"),
+    [
+        (b'{"command": "start"}', "not base64"),
+        (b"bm90IGpzb24gew==\n", "not base64"),
+        (b"//4=", "not UTF-8"),
+        (b"%" * 70_000, "at most"),
+    ],
+)
+def test_queue_text_says_which_layer_is_wrong(stored: bytes, reason: str) -> None:
+    with pytest.raises(MalformedMessage, match=reason):
+        queue_text(stored)

@@ -12,4 +12,4 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]  # its __init__ has no an
 
 @bp.queue_trigger(arg_name="msg", queue_name="%LICSHIFT_WAVES_QUEUE%", connection=STORAGE_CONNECTION)
 async def wave_intake(msg: func.QueueMessage) -> None:
-    await intake.handle_wave_message(runtime.current(), msg.get_body().decode("utf-8", errors="replace"))
+    await intake.handle_wave_body(runtime.current(), msg.get_body())

@@ -13,11 +13,9 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]  # its __init__ has no an
 
 @bp.queue_trigger(arg_name="msg", queue_name="%LICSHIFT_WAVES_QUEUE%-poison", connection=STORAGE_CONNECTION)
 async def waves_poison(msg: func.QueueMessage) -> None:
-    text = msg.get_body().decode("utf-8", errors="replace")
-    await intake.handle_poison_command(runtime.current(), text, msg.dequeue_count or 0)
+    await intake.handle_poison_body(runtime.current(), msg.get_body(), msg.dequeue_count or 0)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name="%LICSHIFT_REMOVALS_QUEUE%-poison", connection=STORAGE_CONNECTION)
 async def removals_poison(msg: func.QueueMessage) -> None:
-    text = msg.get_body().decode("utf-8", errors="replace")
-    await removal.handle_poison_task(runtime.current(), text, msg.dequeue_count or 0)
+    await removal.handle_poison_body(runtime.current(), msg.get_body(), msg.dequeue_count or 0)

@@ -14,7 +14,7 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]  # its __init__ has no an
 async def remove_direct_license(msg: func.QueueMessage) -> None:
     rt = runtime.current()
     try:
-        await removal.handle_task_message(rt, msg.get_body().decode("utf-8", errors="replace"))
+        await removal.handle_task_body(rt, msg.get_body())
     finally:
         # Graph's usage header, seen on this task's answers, goes to the scheduler's pacing.
         await quota.usage_reporter.report(rt)
