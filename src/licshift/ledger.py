@@ -37,7 +37,16 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 
 from licshift.decide import Policy
 from licshift.licenses import DirectAssignment, GroupOptions
-from licshift.outcomes import Control, DriftState, Event, Outcome, OutcomeStatus, Severity, outcome_key
+from licshift.outcomes import (
+    Control,
+    DriftState,
+    Event,
+    Outcome,
+    OutcomeStatus,
+    Severity,
+    TickLease,
+    outcome_key,
+)
 from licshift.settings import Settings, SettingsError
 from licshift.storeport import ConcurrencyConflict, Versioned
 from licshift.waves import Selection, SelectionKind, Wave, WaveCounters, WaveStatus
@@ -56,6 +65,7 @@ DRIFT_PARTITION: Final = "drift"
 one row per (user, SKU), RowKey user_sku."""
 
 PACING_ROW: Final = "pacing"
+LEASE_ROW: Final = "tick-lease"
 SCHEMA_VERSION: Final = 1
 
 MAX_STRING_UNITS: Final = 32_000
@@ -804,6 +814,29 @@ class Ledger:
         )
         async for entity in query:
             yield drift_from_entity(entity)
+
+    # The tick lease (lease.py) ---------------------------------------------------------------
+
+    async def get_lease(self) -> Versioned[TickLease]:
+        try:
+            entity = await self._clients[CONTROL].get_entity(CONTROL_PARTITION, LEASE_ROW)
+        except ResourceNotFoundError:
+            return Versioned(TickLease(), "")
+        expires = entity.get("expires_at")
+        lease = TickLease(_text(entity, "holder"), None if expires is None else _read_datetime(expires))
+        return Versioned(lease, str(entity.metadata["etag"]))
+
+    async def save_lease(self, lease: TickLease, etag: str | None) -> str:
+        entity: dict[str, Any] = {
+            "PartitionKey": CONTROL_PARTITION,
+            "RowKey": LEASE_ROW,
+            "holder": _fit(lease.holder, "lease holder"),
+        }
+        if lease.expires_at is not None:
+            entity["expires_at"] = _utc(lease.expires_at, "expires_at")
+        if not etag:
+            return await self._insert(CONTROL, entity, "tick lease row")
+        return await self._replace(CONTROL, entity, etag, "tick lease row")
 
     # Pacing: the scheduler's model of Graph's write window (pacing.py) --------------------------
 

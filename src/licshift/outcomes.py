@@ -115,6 +115,15 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class TickLease:
+    """Which scheduler may run a tick now (lease.py): one row beside the control row."""
+
+    holder: str = ""
+    """The holder's Runtime instance id ("" = free)."""
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Control:
     """Global switches, one row: the kill switch (S5) and the scheduler's current write rate."""
 

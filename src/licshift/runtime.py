@@ -8,6 +8,7 @@ local host and the demo `install` their own Runtime instead; nothing else reache
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -116,6 +117,8 @@ class Runtime:
     clock: Callable[[], datetime] = utc_now
     skus: SkuCatalog = field(default_factory=SkuCatalog)
     groups: GroupStates = field(default_factory=GroupStates)
+    instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """This process's runtime, e.g. as the holder of the tick lease (lease.py)."""
 
     def now(self) -> datetime:
         return self.clock()

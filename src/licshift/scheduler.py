@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from licshift import pacing, quota, telemetry
+from licshift import lease, pacing, quota, telemetry
 from licshift.decide import PROCESSING_COMPLETE, Block, Decision, Remove, Skip, decide
 from licshift.graphport import GraphError, NotFound, Throttled, UserLicenses
 from licshift.licenses import DirectAssignment, Sku, direct_assignment, effective_plans, has_effective_sku
@@ -112,6 +112,8 @@ class TickReport:
     throttled: int = 0
     waves: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    skipped: bool = False
+    """Another scheduler on the same storage held the tick lease: this tick did nothing."""
 
 
 @dataclass
@@ -136,6 +138,14 @@ class _Context:
 
 
 async def tick(rt: Runtime, *, past_due: bool = False) -> TickReport:
+    """One scheduler tick, if this scheduler holds the tick lease: a second scheduler on the same
+    storage (another app, another host) skips its tick, so there is one write budget per storage."""
+    if await lease.acquire(rt, rt.now()) is None:
+        return TickReport(rate=0.0, budget=0, skipped=True)
+    return await _tick(rt, past_due=past_due)
+
+
+async def _tick(rt: Runtime, *, past_due: bool = False) -> TickReport:
     """One scheduler tick over every active wave. Safe to run twice at once and after any crash."""
     settings = rt.settings
     now = rt.now()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
-from licshift.outcomes import Control, DriftState, Event, Outcome, OutcomeStatus
+from licshift.outcomes import Control, DriftState, Event, Outcome, OutcomeStatus, TickLease
 from licshift.waves import Wave
 
 T = TypeVar("T")
@@ -73,6 +73,13 @@ class LedgerStore(Protocol):
     async def get_control(self) -> Versioned[Control]: ...
 
     async def save_control(self, control: Control, etag: str | None) -> str: ...
+
+    # The tick lease: one row beside the control row (lease.py).
+    async def get_lease(self) -> Versioned[TickLease]: ...
+
+    async def save_lease(self, lease: TickLease, etag: str | None) -> str:
+        """Conditional on `etag` (None: create); ConcurrencyConflict if someone else changed it."""
+        ...
 
     # Pacing: one row beside the control row, the scheduler's write-window model as JSON text.
     async def get_pacing(self) -> Versioned[str]: ...
