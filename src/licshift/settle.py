@@ -206,7 +206,8 @@ async def _check(rt: Runtime, item: Due, infos: Mapping[str, GroupLicenseInfo | 
         why = "a direct assignment is there again"
     message = f"{what}; not restored ({why})"
     detail = f"settle check: {message}"
-    await _save(rt, replace(row, relied_on=refreshed(row, infos), after_plans=after, detail=detail))
+    noted = replace(row, relied_on=refreshed(row, infos), after_plans=after, detail=detail, loss_found_by=ACTOR)
+    await _save(rt, noted)
     await _alert(rt, row, telemetry.SETTLE_LOSS, message, item.changed, wrote=False)
 
 
@@ -215,7 +216,10 @@ async def _restored(rt: Runtime, row: Outcome, sku: Sku, changed: tuple[str, ...
         plans = effective_plans((await rt.graph.user_licenses(row.user_id)).states, sku)
     except GraphError:
         plans = frozenset()  # the restore happened; a failed re-read only leaves after_plans empty
-    await _save(rt, replace(row, status=OutcomeStatus.RESTORED, after_plans=plans, detail=f"settle check: {message}"))
+    restored = replace(
+        row, status=OutcomeStatus.RESTORED, after_plans=plans, detail=f"settle check: {message}", loss_found_by=ACTOR
+    )
+    await _save(rt, restored)
     await _alert(rt, row, telemetry.RESTORED, message, changed, wrote=True)
     # A wave still removing relied on the same assumptions: stop it (a finished wave stays as it is).
     await halt_wave(rt, row.wave_id, f"settle check: {message}")
