@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
-from licshift import removal
-from licshift.messages import Task, TaskKind, encode_task
+from licshift import intake, removal
+from licshift.messages import KillSwitch, Task, TaskKind, encode_task
 from licshift.outcomes import OutcomeStatus
 from licshift.waves import WaveStatus
 
@@ -66,8 +66,8 @@ async def test_the_same_removal_delivered_twice_and_concurrently_writes_once(ope
         rt = stack.rt
         # Lift the kill switch under the scheduler's feet, then deliver every task three times: two
         # at once in this process and one more through the queue (the scheduler adds a fourth).
-        control = await rt.ledger.get_control()
-        await rt.ledger.save_control(replace(control.value, kill_switch=False), control.etag)
+        # Through intake's own path: it retries when the tick's rate update wins the control row's ETag.
+        await intake.set_kill_switch(rt, KillSwitch(on=False, requested_by="tests"))
         tasks = [Task(TaskKind.REMOVE, wave_id, r.user_id, r.sku_id) for r in rows]
         for task in tasks:
             await rt.queue.send(rt.settings.removals_queue, encode_task(task))
@@ -98,8 +98,8 @@ async def test_a_removal_another_delivery_is_making_is_not_sent_twice(open_stack
         # Another delivery marked the row a moment ago and is between its last check and its Graph call.
         owner = replace(loaded.value, status=OutcomeStatus.REMOVING, attempts=1, updated_at=rt.now())
         await rt.ledger.save_outcome(owner, loaded.etag)
-        control = await rt.ledger.get_control()
-        await rt.ledger.save_control(replace(control.value, kill_switch=False), control.etag)
+        # Through intake's own path: it retries when the tick's rate update wins the control row's ETag.
+        await intake.set_kill_switch(rt, KillSwitch(on=False, requested_by="tests"))
         task = Task(TaskKind.REMOVE, wave_id, row.user_id, row.sku_id)
 
         assert await removal.run_task(rt, task) == "busy"
