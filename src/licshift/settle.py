@@ -25,6 +25,7 @@ from licshift.licenses import GroupOptions, Sku, direct_assignment, effective_pl
 from licshift.outcomes import Outcome, OutcomeStatus, Severity
 from licshift.removal import halt_wave
 from licshift.runtime import Runtime, UnknownSku
+from licshift.scheduler import restore_after_loss
 from licshift.settings import SettleAction
 from licshift.storeport import ConcurrencyConflict
 from licshift.waves import WaveStatus
@@ -196,9 +197,12 @@ async def _check(rt: Runtime, item: Due, infos: Mapping[str, GroupLicenseInfo | 
     what = f"user {row.user_principal_name or row.user_id} lost {lost} of {sku.part_number or sku.sku_id} after {names}"
     direct = direct_assignment(user.states, sku.sku_id)
     if rt.settings.settle_action is SettleAction.RESTORE and row.snapshot is not None and direct is None:
-        await rt.graph.restore_direct(row.user_id, row.snapshot)
+        # The one restore path after a found loss: it records the loss first, and a restore Graph
+        # throttles or refuses goes on as a restore task (after Retry-After) until it is done.
         report.restored += 1
-        await _restored(rt, row, sku, item.changed, f"{what}; the direct assignment was restored from the snapshot")
+        await restore_after_loss(rt, row, user, after, rt.now(), found_by=f"settle check: {names}")
+        # A wave still removing relied on the same assumptions: stop it (a finished wave stays as it is).
+        await halt_wave(rt, row.wave_id, f"settle check: {what}; the direct assignment was restored")
         return
     report.alerted += 1
     why = "LICSHIFT_SETTLE_ACTION=alert-only" if row.snapshot is not None else "no recorded snapshot"
@@ -206,23 +210,10 @@ async def _check(rt: Runtime, item: Due, infos: Mapping[str, GroupLicenseInfo | 
         why = "a direct assignment is there again"
     message = f"{what}; not restored ({why})"
     detail = f"settle check: {message}"
+    # The loss goes on record: a restore task may then put the snapshot back if an admin wants it.
     noted = replace(row, relied_on=refreshed(row, infos), after_plans=after, detail=detail, loss_found_by=ACTOR)
     await _save(rt, noted)
-    await _alert(rt, row, telemetry.SETTLE_LOSS, message, item.changed, wrote=False)
-
-
-async def _restored(rt: Runtime, row: Outcome, sku: Sku, changed: tuple[str, ...], message: str) -> None:
-    try:
-        plans = effective_plans((await rt.graph.user_licenses(row.user_id)).states, sku)
-    except GraphError:
-        plans = frozenset()  # the restore happened; a failed re-read only leaves after_plans empty
-    restored = replace(
-        row, status=OutcomeStatus.RESTORED, after_plans=plans, detail=f"settle check: {message}", loss_found_by=ACTOR
-    )
-    await _save(rt, restored)
-    await _alert(rt, row, telemetry.RESTORED, message, changed, wrote=True)
-    # A wave still removing relied on the same assumptions: stop it (a finished wave stays as it is).
-    await halt_wave(rt, row.wave_id, f"settle check: {message}")
+    await _alert(rt, row, message, item.changed)
 
 
 def _group_names(groups: tuple[str, ...], infos: Mapping[str, GroupLicenseInfo | None], sku: Sku) -> str:
@@ -248,16 +239,16 @@ async def _save(rt: Runtime, row: Outcome) -> None:
         log.info("outcome %s/%s changed during the settle check; the next run reads it again", row.wave_id, row.key)
 
 
-async def _alert(rt: Runtime, row: Outcome, kind: str, message: str, groups: tuple[str, ...], *, wrote: bool) -> None:
+async def _alert(rt: Runtime, row: Outcome, message: str, groups: tuple[str, ...]) -> None:
     await telemetry.emit(
         rt.ledger,
         telemetry.event_for(
             row,
-            kind,
+            telemetry.SETTLE_LOSS,
             message,
             severity=Severity.ALERT,
             actor=ACTOR,
-            data={"groups": list(groups), "before_plans": sorted(row.before_plans), "wrote": wrote},
+            data={"groups": list(groups), "before_plans": sorted(row.before_plans), "wrote": False},
         ),
         rt.now(),
     )
