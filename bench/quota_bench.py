@@ -248,15 +248,105 @@ def summarise(
     return record
 
 
+async def run_pacing_only(users: int, tick: int, storm: tuple[float, float] | None) -> dict[str, Any]:
+    """The pacing alone, without the host: licshift's pacing model (pacing.py, as the tick uses it)
+    schedules the removals, and one coroutine per slot sends it through licshift's Graph adapter at
+    its moment; a 429 is re-sent at its Retry-After and reported to the next tick, Graph's usage
+    header too. For machines too busy to run the whole pipeline at 20 writes/s."""
+    from licshift.graph import GraphAdapter
+    from licshift.graphport import Throttled
+    from licshift.pacing import Pacing, PacingLimits, Reports, Throttle, observe, schedule
+    from licshift.pacing import rate_at as pacing_rate
+
+    where = Path(tempfile.mkdtemp(prefix="licshift-bench-"))
+    ctx = mp.get_context("spawn")
+    ready, stop = ctx.Queue(), ctx.Event()
+    log_path = str(where / "writes.json")
+    sim_proc = ctx.Process(target=_serve, args=(users, log_path, ready, stop), daemon=True)
+    sim_proc.start()
+    limits = PacingLimits(lookahead=2 * tick)
+    throttles: list[Throttle] = []
+    storm_window: tuple[float, float] | None = None
+    ticks: list[dict[str, float]] = []
+    try:
+        base_url = await asyncio.to_thread(ready.get, True, 120)
+        async with httpx.AsyncClient() as http:
+            scenario = (await http.get(base_url.replace("/v1.0", "/_sim/scenario"))).json()
+        group, sku = scenario["waves"][0]["group"], scenario["waves"][0]["skus"][0]
+        graph = GraphAdapter.create(base_url, credential=None)
+        todo = [u.user_id async for u in graph.group_members(group)]
+        started = time.time()
+        model, pending = Pacing(seen_until=started), len(todo)
+        done: list[float] = []
+
+        async def write(user_id: str, at: float) -> None:
+            nonlocal pending
+            await asyncio.sleep(max(0.0, at - time.time()))
+            try:
+                await graph.remove_direct(user_id, sku)
+            except Throttled as exc:
+                throttles.append(Throttle(time.time(), exc.retry_after))
+                await write(user_id, time.time() + exc.retry_after)
+                return
+            done.append(time.time())
+
+        async def inject_storm(at: float, seconds: float) -> None:
+            nonlocal storm_window
+            await asyncio.sleep(max(0.0, at - time.time()))
+            rule = {"kind": "write", "status": 429, "retry_after": 10, "name": "bench-storm"}
+            async with httpx.AsyncClient() as http:
+                await http.post(base_url.replace("/v1.0", "/_sim/faults"), json={"add": [rule]})
+                storm_window = (time.time(), time.time() + seconds)
+                await asyncio.sleep(seconds)
+                await http.post(base_url.replace("/v1.0", "/_sim/faults"), json={"clear": True})
+
+        def rate_at(p: Pacing, t: float) -> float:
+            return round(pacing_rate(p, t, limits), 2)
+
+        storm_task: asyncio.Task[None] | None = None
+        tasks: list[asyncio.Task[None]] = []
+        while len(done) < len(todo):
+            now = time.time()
+            reports = Reports(tuple(throttles), (), graph.take_usage())
+            throttles.clear()
+            model = observe(model, reports, now, limits)
+            slots, model = schedule(model, now, pending, limits)
+            for slot in slots:
+                tasks.append(asyncio.create_task(write(todo[len(todo) - pending], slot)))
+                pending -= 1
+            ticks.append({"at": now, "enqueued": len(slots), "wall_s": 0.0, "cpu_s": 0.0, "rate": rate_at(model, now)})
+            if storm and storm_task is None and done:
+                storm_task = asyncio.create_task(inject_storm(done[0] + storm[0], storm[1]))
+            await asyncio.sleep(max(0.0, now + tick - time.time()))
+        await asyncio.gather(*tasks)
+        adapter = graph.counters.as_dict()
+        await graph.aclose()
+        elapsed = time.time() - started
+    finally:
+        stop.set()
+        sim_proc.join(60)
+    log = json.loads(await asyncio.to_thread(Path(log_path).read_text))
+    shutil.rmtree(where, ignore_errors=True)
+
+    class Done:
+        status = type("S", (), {"value": "pacing-only"})()
+        counters = type("C", (), {"removed": len(todo)})()
+
+    adapter["reads"] = 0  # only the writes are this mode's business
+    return summarise(users, tick, storm_window, Done(), adapter, {}, log, ticks, elapsed)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--tick", type=int, default=60)
     parser.add_argument("--storm", default="", help="START:SECONDS after the first removal")
     parser.add_argument("--name", default="quota")
+    parser.add_argument("--pacing-only", action="store_true", help="the pacing and Graph only, no host")
     args = parser.parse_args()
     storm = tuple(float(x) for x in args.storm.split(":")) if args.storm else None
-    record = asyncio.run(run(args.users, args.tick, storm))  # type: ignore[arg-type]
+    runner = run_pacing_only if args.pacing_only else run
+    record = asyncio.run(runner(args.users, args.tick, storm))  # type: ignore[arg-type]
     record = {"benchmark": args.name, **record}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(record, indent=2) + "\n")
