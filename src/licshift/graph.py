@@ -29,6 +29,7 @@ from licshift.graphport import (
     InheritedOnly,
     NotAssigned,
     NotFound,
+    SkuSubscription,
     Throttled,
     TransientGraphError,
     UserLicenses,
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 USER_FIELDS = ("id", "userPrincipalName", "displayName", "licenseAssignmentStates")
 GROUP_FIELDS = ("id", "displayName", "licenseProcessingState", "assignedLicenses")
 SKU_FIELDS = ("skuId", "skuPartNumber", "servicePlans")
+SEAT_FIELDS = (*SKU_FIELDS, "prepaidUnits", "consumedUnits", "capabilityStatus")
 PAGE_SIZE = 999
 """Graph's maximum page size for group members; fewer round trips and RUs per member."""
 
@@ -485,6 +487,55 @@ class GraphAdapter:
         )
         async for item in self._pages(what, builder, query):
             yield _user_licenses(item, what)
+
+    # -- reads for the admin CLI (names and inventory; the function app never calls these) ----
+
+    async def sku_subscriptions(self) -> tuple[SkuSubscription, ...]:
+        what = "read the tenant's subscribed SKUs and seats"
+        builder = self._client.subscribed_skus
+        query = builder.SubscribedSkusRequestBuilderGetQueryParameters(select=list(SEAT_FIELDS))
+        found: list[SkuSubscription] = []
+        async for item in self._pages(what, builder, query):
+            try:
+                prepaid = item.get("prepaidUnits") or {}
+                found.append(
+                    SkuSubscription(
+                        sku=Sku.from_graph(item),
+                        enabled=int(prepaid.get("enabled") or 0),
+                        consumed=int(item.get("consumedUnits") or 0),
+                        capability_status=str(item.get("capabilityStatus") or ""),
+                    )
+                )
+            except (InvalidId, KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise _unexpected(what, f"malformed subscribedSku {item.get('skuId')!r}: {exc}") from None
+        return tuple(found)
+
+    async def groups_named(self, display_name: str) -> tuple[GroupLicenseInfo, ...]:
+        """Groups whose displayName is exactly `display_name` (Graph compares case-insensitively)."""
+        quoted = display_name.replace("'", "''")
+        return await self._groups(f"list groups named {display_name!r}", f"displayName eq '{quoted}'")
+
+    async def groups_assigning(self, sku_id: str) -> tuple[GroupLicenseInfo, ...]:
+        """Groups that assign the SKU (group-based licensing)."""
+        sku = guid(sku_id, "skuId")
+        return await self._groups(f"list groups assigning {sku}", f"assignedLicenses/any(x:x/skuId eq {sku})")
+
+    async def _groups(self, what: str, odata_filter: str) -> tuple[GroupLicenseInfo, ...]:
+        builder = self._client.groups
+        query = builder.GroupsRequestBuilderGetQueryParameters(select=list(GROUP_FIELDS), filter=odata_filter)
+        return tuple([_group_info(item, what) async for item in self._pages(what, builder, query)])
+
+    async def user_member_count(self, group_id: str) -> int:
+        """Direct user members of a group: `@odata.count` of a one-item page (an advanced query)."""
+        gid = guid(group_id, "group id")
+        what = f"count members of group {gid}"
+        builder = self._client.groups.by_group_id(gid).members.graph_user
+        query = builder.GraphUserRequestBuilderGetQueryParameters(select=["id"], top=1, count=True)
+        page = await self._read(what, builder.get(_native(query, headers=ADVANCED_QUERY)))
+        count = page.get("@odata.count")
+        if not isinstance(count, int) or isinstance(count, bool):
+            raise _unexpected(what, "no @odata.count on the first page")
+        return count
 
     # -- writes ------------------------------------------------------------------------------
 

@@ -32,6 +32,20 @@ class GroupLicenseInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class SkuSubscription:
+    """A subscribed SKU with its seats (what `licshift skus` shows the admin)."""
+
+    sku: Sku
+    enabled: int
+    consumed: int
+    capability_status: str
+
+    @property
+    def available(self) -> int:
+        return self.enabled - self.consumed
+
+
+@dataclass(frozen=True, slots=True)
 class UserLicenses:
     user_id: str
     user_principal_name: str

@@ -10,10 +10,10 @@ only retry it into the poison queue.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, replace
 
 from licshift import telemetry
+from licshift.answers import Answer, Verdict, request_id_in
 from licshift.decide import PROCESSING_COMPLETE
 from licshift.graphport import GraphRequestError, NotFound
 from licshift.licenses import Sku
@@ -34,13 +34,6 @@ from licshift.storeport import ConcurrencyConflict
 from licshift.waves import Refused, Wave, WaveCounters, WaveEvent, WaveStatus, apply, canary_gate
 
 SAVE_ATTEMPTS = 5
-
-
-class Verdict(enum.StrEnum):
-    ACCEPTED = "accepted"
-    DUPLICATE = "duplicate"
-    """The same command was handled before (redelivery): nothing to do."""
-    REJECTED = "rejected"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +57,19 @@ async def handle_wave_body(rt: Runtime, stored: bytes) -> IntakeResult:
 
 
 async def handle_wave_message(rt: Runtime, text: str) -> IntakeResult:
-    """Parse and carry out one waves-queue message. Never raises for bad input."""
+    """Parse and carry out one waves-queue message, then answer its request id (if it carries one).
+    Never raises for bad input."""
+    result = await _handle(rt, text)
+    await answer(rt, request_id_in(text), result.verdict, result.message, result.wave_id)
+    return result
+
+
+async def answer(rt: Runtime, request_id: str, verdict: Verdict, message: str, wave_id: str = "") -> None:
+    if request_id:
+        await rt.ledger.record_answer(Answer(request_id, verdict, message, wave_id, rt.now()))
+
+
+async def _handle(rt: Runtime, text: str) -> IntakeResult:
     try:
         message = parse_waves_message(text, max_wave_users=rt.settings.max_wave_users)
     except MalformedMessage as exc:
@@ -292,12 +297,16 @@ async def handle_poison_command(rt: Runtime, text: str, dequeue_count: int) -> N
         # Never a command that failed: the waves queue rejects malformed messages at once.
         await _reject(rt, f"waves poison queue: {exc}", text)
         return
+    why = (
+        f"wave command failed {dequeue_count} times and was not carried out; send it again "
+        "once Graph and storage are healthy"
+    )
+    await answer(rt, request_id_in(text), Verdict.FAILED, why)
     await telemetry.emit(
         rt.ledger,
         Event(
             kind=telemetry.POISON,
-            message=f"wave command failed {dequeue_count} times and was not carried out; send it again "
-            "once Graph and storage are healthy",
+            message=why,
             severity=Severity.ALERT,
             actor="intake",
             data={"dequeue_count": dequeue_count, "raw": telemetry.truncate(text)},

@@ -35,6 +35,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import EdmType, EntityProperty, TableEntity, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
+from licshift.answers import Answer, Verdict
 from licshift.decide import Policy
 from licshift.licenses import DirectAssignment, GroupOptions
 from licshift.outcomes import (
@@ -66,6 +67,7 @@ one row per (user, SKU), RowKey user_sku."""
 
 PACING_ROW: Final = "pacing"
 LEASE_ROW: Final = "tick-lease"
+ANSWER_PARTITION: Final = "answer"
 SCHEMA_VERSION: Final = 1
 
 MAX_STRING_UNITS: Final = 32_000
@@ -471,6 +473,33 @@ def drift_from_entity(entity: Mapping[str, Any]) -> DriftState:
         raise LedgerCorrupt(f"drift row {entity.get('RowKey')!r} cannot be read: {exc}") from exc
 
 
+def answer_to_entity(answer: Answer) -> dict[str, Any]:
+    entity: dict[str, Any] = {
+        "PartitionKey": ANSWER_PARTITION,
+        "RowKey": check_key(answer.request_id, "request id"),
+        "verdict": answer.verdict.value,
+        "message": _free_text(answer.message),
+        "wave_id": _fit(answer.wave_id, "wave id"),
+    }
+    if answer.at is not None:
+        entity["at"] = _utc(answer.at, "answer time")
+    return entity
+
+
+def answer_from_entity(entity: Mapping[str, Any]) -> Answer:
+    try:
+        at = entity.get("at")
+        return Answer(
+            request_id=str(entity["RowKey"]),
+            verdict=Verdict(_text(entity, "verdict")),
+            message=_text(entity, "message"),
+            wave_id=_text(entity, "wave_id"),
+            at=None if at is None else _read_datetime(at),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise LedgerCorrupt(f"answer row {entity.get('RowKey')!r} cannot be read: {exc}") from exc
+
+
 def event_partition(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y%m%d")
 
@@ -858,6 +887,19 @@ class Ledger:
         if not etag:
             return await self._insert(CONTROL, entity, "pacing row")
         return await self._replace(CONTROL, entity, etag, "pacing row")
+
+    # Answers to requests (rows of the Control table) -------------------------------------------
+
+    async def record_answer(self, answer: Answer) -> None:
+        # Upsert: a redelivered command answers again with the same (or a duplicate) verdict.
+        await self._clients[CONTROL].upsert_entity(answer_to_entity(answer), mode=UpdateMode.REPLACE)
+
+    async def get_answer(self, request_id: str) -> Answer | None:
+        try:
+            entity = await self._clients[CONTROL].get_entity(ANSWER_PARTITION, check_key(request_id, "request id"))
+        except ResourceNotFoundError:
+            return None
+        return answer_from_entity(entity)
 
     # Events --------------------------------------------------------------------------------------
 

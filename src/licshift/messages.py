@@ -9,6 +9,8 @@ Waves queue (admin CLI, HTTP API, or anyone with queue access), one command per 
     {"command": "pause" | "resume" | "cancel" | "rollback", "wave_id": "<guid>", "requested_by": "..."}
     {"command": "kill-switch", "on": true, "requested_by": "..."}
 
+Every command may carry "request_id": "<guid>"; intake records its answer (accepted / refused and
+why) against it in the ledger, so the sender can wait for it (licshift.answers).
 The client chooses wave_id (a GUID), so a redelivered or resent start is recognised and ignored.
 
 Removals queue (written only by licshift itself), one user and SKU per message:
@@ -80,6 +82,7 @@ class StartWave:
     policy: Policy | None
     """None: the deployment's default policy (LICSHIFT_POLICY)."""
     requested_by: str
+    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +91,14 @@ class WaveCommand:
     """pause, resume, cancel or rollback."""
     wave_id: str
     requested_by: str
+    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class KillSwitch:
     on: bool
     requested_by: str
+    request_id: str = ""
 
 
 WavesMessage = StartWave | WaveCommand | KillSwitch
@@ -260,9 +265,16 @@ def _selection(value: Any, max_users: int) -> Selection:
 
 # --- waves queue ---------------------------------------------------------------------------------
 
-_START_FIELDS = {"command", "wave_id", "group", "skus", "selection", "dry_run", "force", "policy", "requested_by"}
-_WAVE_FIELDS = {"command", "wave_id", "requested_by"}
-_KILL_FIELDS = {"command", "on", "requested_by"}
+_START_FIELDS = {
+    "command", "wave_id", "group", "skus", "selection", "dry_run", "force", "policy", "requested_by", "request_id"
+}  # fmt: skip
+_WAVE_FIELDS = {"command", "wave_id", "requested_by", "request_id"}
+_KILL_FIELDS = {"command", "on", "requested_by", "request_id"}
+
+
+def _request_id(payload: Mapping[str, Any]) -> str:
+    value = payload.get("request_id")
+    return "" if value is None else _guid(value, "request_id")
 
 
 def parse_waves_message(text: str, *, max_wave_users: int) -> WavesMessage:
@@ -281,11 +293,11 @@ def parse_waves_message(text: str, *, max_wave_users: int) -> WavesMessage:
         on = _required(payload, "on", what)
         if not isinstance(on, bool):
             raise MalformedMessage(f"{what}: on must be true or false")
-        return KillSwitch(on, _requested_by(payload, what))
+        return KillSwitch(on, _requested_by(payload, what), _request_id(payload))
     if command is not Command.START:
         _only(payload, _WAVE_FIELDS, what)
         wave_id = _guid(_required(payload, "wave_id", what), "wave_id")
-        return WaveCommand(command, wave_id, _requested_by(payload, what))
+        return WaveCommand(command, wave_id, _requested_by(payload, what), _request_id(payload))
     _only(payload, _START_FIELDS, what)
     wave_id = _guid(_required(payload, "wave_id", what), "wave_id")
     group_id = _guid(_required(payload, "group", what), "group")
@@ -312,6 +324,7 @@ def parse_waves_message(text: str, *, max_wave_users: int) -> WavesMessage:
         force=_bool(payload, "force", False, what),
         policy=policy,
         requested_by=_requested_by(payload, what),
+        request_id=_request_id(payload),
     )
 
 
@@ -326,6 +339,13 @@ def selection_json(selection: Selection) -> dict[str, Any]:
 
 
 def waves_message_json(message: WavesMessage) -> dict[str, Any]:
+    body = _message_body(message)
+    if message.request_id:
+        body["request_id"] = message.request_id
+    return body
+
+
+def _message_body(message: WavesMessage) -> dict[str, Any]:
     if isinstance(message, KillSwitch):
         return {"command": Command.KILL_SWITCH.value, "on": message.on, "requested_by": message.requested_by}
     if isinstance(message, WaveCommand):

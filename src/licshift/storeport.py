@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
+from licshift.answers import Answer
 from licshift.outcomes import Control, DriftState, Event, Outcome, OutcomeStatus, TickLease
 from licshift.waves import Wave
 
@@ -87,6 +88,11 @@ class LedgerStore(Protocol):
     async def save_pacing(self, model: str, etag: str | None, now: datetime) -> str:
         """Replace if unchanged since `etag` (insert if etag is empty), else ConcurrencyConflict."""
         ...
+
+    # Answers: Control table, PartitionKey "answer", RowKey request_id.
+    async def record_answer(self, answer: Answer) -> None: ...
+
+    async def get_answer(self, request_id: str) -> Answer | None: ...
 
     # Events: PartitionKey = UTC date (yyyymmdd), RowKey = inverted time + random (newest first).
     async def record_event(self, event: Event) -> None: ...

@@ -32,10 +32,10 @@ async def cli(*argv: str) -> int:
 
 def test_bad_input_is_refused_before_anything_is_queued(capsys: pytest.CaptureFixture[str]) -> None:
     # No storage is configured at all: validation must come first and say what to fix.
-    assert run(["wave", "start", "--group", "x' or 1 eq 1", "--sku", E3]) == 2
-    assert "group must be a GUID" in capsys.readouterr().err
+    assert run(["wave", "start", "--group", "11111111-1111-1111-1111-111111111111", "--sku", "E3 or 1"]) == 2
+    assert "skuPartNumber" in capsys.readouterr().err
     assert run(["wave", "pause", "not-a-wave"]) == 2
-    assert "wave_id must be a GUID" in capsys.readouterr().err
+    assert "is not a wave id" in capsys.readouterr().err
     group = "11111111-1111-1111-1111-111111111111"
     assert run(["wave", "start", "--group", group, "--sku", E3, "--percent", "250"]) == 2
     assert "percent" in capsys.readouterr().err
@@ -46,7 +46,7 @@ def test_without_storage_settings_the_cli_says_which_to_set(
 ) -> None:
     for name in ("LicshiftStorage", "LicshiftStorage__queueServiceUri", "LicshiftStorage__tableServiceUri"):
         monkeypatch.delenv(name, raising=False)
-    assert run(["status"]) == 2
+    assert run(["status"]) == 1
     assert "LicshiftStorage" in capsys.readouterr().err
 
 
@@ -60,8 +60,7 @@ async def test_plan_then_wave_status_and_report(
 
         assert await cli("plan", "--group", group, "--sku", E3, "--wait", "60", "--requested-by", "ops@contoso") == 0
         shown = capsys.readouterr().out
-        assert "dry run" in shown
-        assert "planned" in shown
+        assert "planned: 12 to remove, 0 blocked" in shown
         assert shown.count("remove") >= 12, "one plan row per user"
         assert sim.counters.writes == 0
 
@@ -75,15 +74,15 @@ async def test_plan_then_wave_status_and_report(
 
         assert await cli("status") == 0
         listing = capsys.readouterr().out
-        assert wave_id in listing
+        assert wave_id[:8] in listing
         assert "completed" in listing
 
-        assert await cli("status", wave_id) == 0
-        assert "removed=3" in capsys.readouterr().out
+        assert await cli("status", wave_id[:8]) == 0
+        assert "removed 3" in capsys.readouterr().out
 
         report = tmp_path / "wave.csv"
         assert await cli("report", wave_id, "--format", "csv", "--out", str(report)) == 0
-        assert f"wrote {report}" in capsys.readouterr().out
+        assert f"wrote {report}" in capsys.readouterr().err
         rows = list(csv.DictReader(io.StringIO(report.read_text())))
         assert sorted(r["status"] for r in rows) == ["removed"] * 3
         assert all(r["user_principal_name"] for r in rows), "the report names every user"
@@ -92,9 +91,9 @@ async def test_plan_then_wave_status_and_report(
         data = json.loads(capsys.readouterr().out)
         assert data["wave"]["counters"]["removed"] == 3
 
-        # The kill switch goes through the queue like every command; intake records it.
-        assert await cli("kill-switch", "on") == 0
-        assert await stack.run_until(_kill_switch_on(stack), timeout=20)
+        # The kill switch is written by the CLI itself and read back.
+        assert await cli("kill-switch", "on", "--yes") == 0
+        assert await _kill_switch_on(stack)()
         assert await cli("status") == 0
         assert "kill switch: ON" in capsys.readouterr().out
 

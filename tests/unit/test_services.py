@@ -9,9 +9,10 @@ from datetime import timedelta
 import pytest
 
 from factories import E3, GROUP, T0, user_id, wave
+from licshift.answers import Verdict
 from licshift.decide import Block, BlockReason, Remove, Skip, SkipReason
 from licshift.graphport import UserLicenses
-from licshift.intake import Rejection, Verdict, _duplicate_start, _resolve_skus
+from licshift.intake import Rejection, _duplicate_start, _resolve_skus
 from licshift.licenses import DirectAssignment, LicenseAssignmentState, ServicePlan, Sku
 from licshift.messages import StartWave
 from licshift.outcomes import OutcomeStatus

@@ -8,6 +8,7 @@ what the simulator's oracle saw: any moment any user had fewer service plans tha
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -19,6 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from licshift.azurite import Azurite
+from licshift.cli.context import Context
+from licshift.cli.output import progress_bar
+from licshift.cli.parsing import add_command, whole
 from licshift.localrun import LocalStack, StackOptions
 from licshift.outcomes import Outcome, OutcomeStatus
 from licshift.settings import STORAGE_CONNECTION
@@ -44,14 +48,10 @@ class Progress:
         if self.out is None or wave is None:
             return
         c = wave.counters
-        done = c.removed + c.restored + c.failed
-        if wave.dry_run or c.to_remove == 0:
-            bar = f"{wave.status.value:<10} planned {c.to_remove:>5}"
-        else:
-            width = 30
-            filled = min(width, round(width * done / c.to_remove))
-            bar = f"[{'#' * filled}{'.' * (width - filled)}] {done:>5}/{c.to_remove:<5} {wave.status.value:<10}"
-        line = f"  {label:<8} {bar} blocked {c.blocked:<4} skipped {c.skipped:<4} throttled {c.throttled:<4}"
+        line = (
+            f"  {label:<8} {progress_bar(wave)} blocked {c.blocked:<4} skipped {c.skipped:<4} "
+            f"throttled {c.throttled:<4}"
+        )
         if line == self._last:
             return
         if self.out.isatty():
@@ -251,6 +251,24 @@ async def demo_migration(scenario_name: str, users: int | None, canary: int, pro
         await sim.stop()
         if azurite is not None:
             azurite.stop()
+
+
+def register(sub: Any) -> None:
+    demo = add_command(
+        sub,
+        "demo",
+        help="migrate a simulated tenant end to end (simulator + Azurite), print the result",
+        examples=["licshift demo", "licshift demo --users 5000 --json"],
+    )
+    demo.add_argument("--scenario", default="seed-example", help="built-in scenario name or a .json/.yaml file")
+    demo.add_argument("--users", type=whole("--users", 1, 1_000_000), default=None, help="tenant size")
+    demo.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
+    demo.add_argument("--canary", type=whole("--canary", 1, 1000), default=10, help="users in the canary wave")
+    demo.set_defaults(handler=demo_command)
+
+
+def demo_command(args: argparse.Namespace, ctx: Context) -> int:
+    return run_demo(scenario=args.scenario, users=args.users, as_json=args.json, canary=args.canary)
 
 
 def run_demo(*, scenario: str, users: int | None, as_json: bool, canary: int) -> int:
