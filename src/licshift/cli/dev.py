@@ -47,7 +47,12 @@ def register(sub: Any) -> None:
     )
     host.set_defaults(handler=host_command)
 
-    dev = sub.add_parser("dev", help="the local stack for development and trying licshift out")
+    dev = add_command(
+        sub,
+        "dev",
+        help="the local stack for development and trying licshift out",
+        examples=["licshift dev up", "licshift dev up --scenario adversarial --env-file .licshift-dev.env"],
+    )
     actions = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
     up = add_command(
         actions,

@@ -11,7 +11,9 @@ from licshift.cli.parsing import add_command, bounded, whole
 
 
 def register(sub: Any) -> None:
-    sim = sub.add_parser("sim", help="the Graph tenant simulator", description="the Graph tenant simulator")
+    sim = add_command(
+        sub, "sim", help="the Graph tenant simulator", examples=["licshift sim serve --scenario seed-example"]
+    )
     actions = sim.add_subparsers(dest="sim_command", required=True, metavar="ACTION")
     serve = add_command(
         actions,

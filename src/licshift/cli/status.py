@@ -188,16 +188,14 @@ def counters_line(wave: Wave) -> str:
 
 
 async def _watch(storage: Storage, wave_id: str, limit: float, out: Output) -> int:
+    """Follow the wave with a progress bar, then show it as `status WAVE` does (same --json)."""
     wave = await follow_wave(storage, wave_id, limit, out)
     code = wave_exit(wave)
-    summary = timeout_summary("the wave to end", limit, wave, wave_id) if code is ExitCode.TIMEOUT else ""
-    if wave is not None and not summary:
-        summary = wave_summary(wave)
-    if out.as_json:
-        names = await names_for(storage.settings, [wave.group_id] if wave else [])
-        out.data({"wave": wave_json(wave, names) if wave else None, "summary": summary, "exit_code": int(code)}, "")
-    else:
-        print(summary, file=out.out, flush=True)
+    await _one(storage, wave_id, out)
+    if code is ExitCode.TIMEOUT:
+        out.note(f"licshift: {timeout_summary('the wave to end', limit, wave, wave_id)}")
+    elif wave is not None:
+        out.note(wave_summary(wave))
     return int(code)
 
 

@@ -66,13 +66,15 @@ def register(sub: Any) -> None:
     _answer_options(plan)
     plan.set_defaults(handler=plan_command)
 
-    wave = sub.add_parser(
+    wave = add_command(
+        sub,
         "wave",
         help="start and steer waves",
-        description="start and steer waves",
-        epilog='examples:\n  licshift wave start --group "All users" --sku ENTERPRISEPACK --first 10 --wait\n'
-        "  licshift wave pause c9e5bf56",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=[
+            'licshift wave start --group "All users" --sku ENTERPRISEPACK --first 10 --wait',
+            "licshift wave pause c9e5bf56",
+            "licshift wave rollback c9e5bf56 --yes",
+        ],
     )
     actions = wave.add_subparsers(dest="wave_command", required=True, metavar="ACTION")
     start = add_command(
@@ -243,6 +245,8 @@ async def _start(args: argparse.Namespace, ctx: Context, *, dry_run: bool, follo
         "request_id": message.request_id,
         "wave_id": message.wave_id,
     }
+    if dry_run:
+        result["outcomes"] = []
     async with open_storage(ctx.settings()) as storage:
         await send(storage, message)
         out.note(f"{kind} {short_id(message.wave_id)} queued ({message.selection.describe()})")
@@ -280,6 +284,7 @@ def _answer_line(answer: Answer | None, timeout: float, wave_id: str) -> str:
 
 
 def _finish(out: Output, result: dict[str, Any], answer: Answer | None, code: ExitCode, summary: str) -> int:
+    result.setdefault("wave", None)
     result.update(
         verdict=answer.verdict.value if answer else None,
         message=answer.message if answer else "",
