@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from licshift.ledger import Ledger
+
 from .conftest import E3, simulator, small_tenant, wait_processing_complete
 from .test_cli_process import CLI, base_env, licshift
 
@@ -59,12 +61,16 @@ MALFORMED: list[tuple[list[str], dict[str, str]]] = [
     (["status"], {"LicshiftStorage": "this is not a connection string"}),
     (["status"], {"LICSHIFT_TICK_SECONDS": "soon"}),
     (["status"], {"LicshiftStorage": "", "LicshiftStorage__queueServiceUri": "https://q.example"}),
+    (["status"], {"LICSHIFT_TABLE_PREFIX": "neverused"}),
 ]
 
 
 @pytest.fixture
-def cli_settings(storage_connection_string: str) -> dict[str, str]:
+async def cli_settings(storage_connection_string: str) -> dict[str, str]:
+    """A storage account the function app has run against (its tables exist), Graph unreachable."""
     ns = f"rb{uuid.uuid4().hex[:8]}"
+    async with Ledger(storage_connection_string, prefix=f"t{ns}") as ledger:
+        await ledger.ensure_tables()
     return {
         **base_env(),
         "LicshiftStorage": storage_connection_string,

@@ -67,7 +67,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _describe(exc: BaseException) -> CliError:
     """Failures that are not the admin's typo, as what to do."""
-    from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
+    from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
     first = (str(exc).splitlines() or [type(exc).__name__])[0][:240]
     if isinstance(exc, ClientAuthenticationError):
@@ -76,6 +76,11 @@ def _describe(exc: BaseException) -> CliError:
         return CliError(
             f"storage refused access ({first}); you need Storage Queue Data Contributor and Storage Table Data "
             "Contributor on the storage account"
+        )
+    if isinstance(exc, ResourceNotFoundError) and "table" in first.lower():
+        return CliError(
+            "the ledger tables do not exist in this storage account: has the function app (or `licshift dev up`) "
+            "run against it yet? Check LicshiftStorage and LICSHIFT_TABLE_PREFIX"
         )
     if isinstance(exc, AzureError):
         return CliError(

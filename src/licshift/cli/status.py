@@ -20,6 +20,7 @@ from licshift.outcomes import Control, Event
 from licshift.waves import Wave, WaveStatus
 
 TIMELINE_EVENTS = 30
+KILL_SWITCH_LOOKBACK = timedelta(days=400)
 WATCH_LIMIT = 7 * 24 * 3600.0
 
 
@@ -61,8 +62,7 @@ def kill_switch_line(control: Control, settings_switch: bool) -> str:
     if settings_switch:
         return "kill switch: ON (LICSHIFT_KILL_SWITCH=true)"
     if control.kill_switch:
-        since = f" since {control.updated_at:%Y-%m-%d %H:%M} UTC" if control.updated_at else ""
-        return f"kill switch: ON{since} (by {control.updated_by or 'unknown'}); `licshift kill-switch off` lifts it"
+        return f"kill switch: ON (set by {control.updated_by or 'unknown'}); `licshift kill-switch off` lifts it"
     return "kill switch: off"
 
 
@@ -119,15 +119,20 @@ async def _all(storage: Storage, out: Output) -> int:
     return ExitCode.OK
 
 
-async def timeline(storage: Storage, wave: Wave) -> list[Event]:
-    """The wave's events, and the kill switch's while the wave was under way, newest first."""
-    since = wave.created_at - timedelta(minutes=1)
-    kinds = None
-    found = []
-    async for event in storage.ledger.iter_events(since, kinds):
+async def timeline(storage: Storage, wave: Wave, holding: Control | None = None) -> list[Event]:
+    """The wave's events and the kill switch's while the wave was under way, newest first; when the
+    switch holds the wave now (`holding`), the event that turned it on, however long ago that was."""
+    found: list[Event] = []
+    async for event in storage.ledger.iter_events(wave.created_at - timedelta(minutes=1)):
         if event.wave_id == wave.wave_id or (event.kind == telemetry.KILL_SWITCH and _during(event, wave)):
             found.append(event)
             if len(found) >= TIMELINE_EVENTS:
+                break
+    if holding is not None and not any(e.kind == telemetry.KILL_SWITCH for e in found):
+        # Turned on before the wave started: show the event that did it (the newest "on").
+        async for event in storage.ledger.iter_events(wave.created_at - KILL_SWITCH_LOOKBACK, {telemetry.KILL_SWITCH}):
+            if event.data.get("on") is True:
+                found.append(event)
                 break
     return found
 
@@ -149,8 +154,8 @@ async def _one(storage: Storage, wave_id: str, out: Output) -> int:
     control = (await storage.ledger.get_control()).value
     switch = storage.settings.kill_switch
     names = await names_for(storage.settings, [wave.group_id])
-    events = await timeline(storage, wave)
     is_held = held(wave, control, switch)
+    events = await timeline(storage, wave, control if is_held else None)
     payload = {
         "wave": wave_json(wave, names, held_by_kill_switch=is_held),
         "kill_switch": kill_switch_json(control, switch),
