@@ -237,7 +237,7 @@ async def test_names_prefixes_exit_codes_and_json_shapes(open_stack, tmp_path: P
         assert rows.code == 0, str(rows)
         drift = await licshift(env, "drift", "--json", "--fail-on-drift", cwd=tmp_path)
         assert drift.code == 0, str(drift)
-        assert drift.json() == {"hours": 168.0, "findings": []}, str(drift)
+        assert drift.json() == {"open": 0, "cleared": 0, "summary": [], "drift": []}, str(drift)
 
 
 async def test_kill_switch_holds_waves_and_a_cancel_ends_the_wait_with_5(open_stack, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import shlex
 import sys
 from pathlib import Path
@@ -26,6 +27,13 @@ if TYPE_CHECKING:
     from graphsim import Scenario, Simulator
 
 DEV_TICK_SECONDS = 5
+
+
+def show_warnings() -> None:
+    """The host's warnings and alerts (rejections, restores, halts) on stderr, as the Functions host logs."""
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
+    )
 
 
 def register(sub: Any) -> None:
@@ -90,6 +98,7 @@ def host_command(args: argparse.Namespace, ctx: Context) -> int:
             "connection string (Azurite: UseDevelopmentStorage=true), or use `licshift dev up`"
         )
     env = ctx.env()
+    show_warnings()
 
     async def main() -> None:
         from licshift.ledger import Ledger
@@ -203,6 +212,7 @@ async def _dev_up(args: argparse.Namespace) -> None:
 
 
 def dev_up_command(args: argparse.Namespace, ctx: Context) -> int:
+    show_warnings()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_dev_up(args))
     print("licshift dev: stopped", file=sys.stderr)
