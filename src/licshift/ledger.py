@@ -68,6 +68,10 @@ one row per (user, SKU), RowKey user_sku."""
 PACING_ROW: Final = "pacing"
 LEASE_ROW: Final = "tick-lease"
 ANSWER_PARTITION: Final = "answer"
+SWITCH_LOG_PARTITION: Final = "kill-switch-log"
+"""Who turned the kill switch on or off from the CLI, beside the switch itself: an operator may write
+the Control table but only read the Events table."""
+SWITCH_LOG_LIMIT: Final = 100
 SCHEMA_VERSION: Final = 1
 
 MAX_STRING_UNITS: Final = 32_000
@@ -893,6 +897,24 @@ class Ledger:
     async def record_answer(self, answer: Answer) -> None:
         # Upsert: a redelivered command answers again with the same (or a duplicate) verdict.
         await self._clients[CONTROL].upsert_entity(answer_to_entity(answer), mode=UpdateMode.REPLACE)
+
+    async def record_switch_change(self, event: Event) -> None:
+        """A kill-switch change made from the CLI, as an event row in the Control table (newest first)."""
+        entity = event_to_entity(event)
+        entity["PartitionKey"] = SWITCH_LOG_PARTITION
+        await self._clients[CONTROL].create_entity(entity)
+
+    async def iter_switch_changes(self, limit: int = SWITCH_LOG_LIMIT) -> AsyncIterator[Event]:
+        """The CLI's kill-switch changes, newest first (at most `limit`)."""
+        query = self._clients[CONTROL].query_entities(
+            "PartitionKey eq @pk", parameters={"pk": SWITCH_LOG_PARTITION}, results_per_page=min(limit, PAGE_SIZE)
+        )
+        count = 0
+        async for entity in query:
+            yield event_from_entity(entity)
+            count += 1
+            if count >= limit:
+                return
 
     async def get_answer(self, request_id: str) -> Answer | None:
         try:

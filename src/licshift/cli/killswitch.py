@@ -2,7 +2,8 @@
 
 It must work when the function app does not (that may be why it is pulled), so it does not go
 through the waves queue: the CLI writes the control row with the admin's storage access, reads it
-back to confirm, and records the change as an event (who, when, from where).
+back to confirm, and records the change as an event row beside it in the Control table (who, when,
+from where): the operator role set may write that table, not the Events table.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ def register(sub: Any) -> None:
 async def set_kill_switch(storage: Storage, on: bool, who: str) -> tuple[bool, datetime]:
     """Write the switch and read it back; returns (changed, when)."""
     ledger = storage.ledger
-    await ledger.ensure_tables()
     for _ in range(SAVE_ATTEMPTS):
         current = await ledger.get_control()
         now = datetime.now(UTC)
@@ -57,16 +57,15 @@ async def set_kill_switch(storage: Storage, on: bool, who: str) -> tuple[bool, d
         if (await ledger.get_control()).value.kill_switch != on:
             raise EnvironmentProblem("the kill switch was written but reads back unchanged; run the command again")
         state = "on: every removal stops" if on else "off: removals may continue"
-        await telemetry.emit(
-            ledger,
+        await ledger.record_switch_change(
             Event(
                 kind=telemetry.KILL_SWITCH,
                 message=f"kill switch {state} (by {who}, set from the CLI)",
                 severity=Severity.WARNING if on else Severity.INFO,
                 actor=who,
                 data={"on": on, "via": "cli"},
-            ),
-            now,
+                at=now,
+            )
         )
         return True, now
     raise EnvironmentProblem("the control row kept changing while writing the kill switch; run the command again")

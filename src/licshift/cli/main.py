@@ -77,10 +77,10 @@ def _describe(exc: BaseException) -> CliError:
             f"storage refused access ({first}); you need Storage Queue Data Contributor and Storage Table Data "
             "Contributor on the storage account"
         )
-    if isinstance(exc, ResourceNotFoundError) and "table" in first.lower():
+    if isinstance(exc, ResourceNotFoundError) and ("table" in first.lower() or "queue" in first.lower()):
         return CliError(
-            "the ledger tables do not exist in this storage account: has the function app (or `licshift dev up`) "
-            "run against it yet? Check LicshiftStorage and LICSHIFT_TABLE_PREFIX"
+            f"{first.rstrip('.')}: has the function app (or `licshift dev up`) run against this storage account "
+            "yet? Check LicshiftStorage, LICSHIFT_TABLE_PREFIX and LICSHIFT_WAVES_QUEUE"
         )
     if isinstance(exc, AzureError):
         return CliError(

@@ -82,7 +82,7 @@ async def _all(storage: Storage, out: Output) -> int:
     waves = await storage.ledger.list_waves()
     control = (await storage.ledger.get_control()).value
     switch = storage.settings.kill_switch
-    names = await names_for(storage.settings, {w.group_id for w in waves})
+    names = await names_for(storage.settings, {w.group_id for w in waves}) if waves else Names()
     payload = {
         "kill_switch": kill_switch_json(control, switch),
         "write_rate": control.write_rate,
@@ -120,21 +120,26 @@ async def _all(storage: Storage, out: Output) -> int:
 
 
 async def timeline(storage: Storage, wave: Wave, holding: Control | None = None) -> list[Event]:
-    """The wave's events and the kill switch's while the wave was under way, newest first; when the
-    switch holds the wave now (`holding`), the event that turned it on, however long ago that was."""
+    """The wave's events and the kill switch's changes while the wave was under way, newest first; when
+    the switch holds the wave now (`holding`), the change that turned it on, however long ago."""
     found: list[Event] = []
     async for event in storage.ledger.iter_events(wave.created_at - timedelta(minutes=1)):
         if event.wave_id == wave.wave_id or (event.kind == telemetry.KILL_SWITCH and _during(event, wave)):
             found.append(event)
             if len(found) >= TIMELINE_EVENTS:
                 break
+    switches = [e async for e in storage.ledger.iter_switch_changes()]
+    found += [e for e in switches if _during(e, wave)]
     if holding is not None and not any(e.kind == telemetry.KILL_SWITCH for e in found):
-        # Turned on before the wave started: show the event that did it (the newest "on").
-        async for event in storage.ledger.iter_events(wave.created_at - KILL_SWITCH_LOOKBACK, {telemetry.KILL_SWITCH}):
-            if event.data.get("on") is True:
-                found.append(event)
-                break
-    return found
+        # Turned on before the wave started: the newest "on", from the CLI's log or from intake's events.
+        earlier = [e for e in switches if e.data.get("on") is True]
+        if not earlier:
+            since = wave.created_at - KILL_SWITCH_LOOKBACK
+            earlier = [
+                e async for e in storage.ledger.iter_events(since, {telemetry.KILL_SWITCH}) if e.data.get("on") is True
+            ][:1]
+        found += earlier[:1]
+    return sorted(found, key=lambda e: e.at or wave.created_at, reverse=True)
 
 
 def _during(event: Event, wave: Wave) -> bool:

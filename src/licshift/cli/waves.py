@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from licshift.answers import Answer
+from licshift.answers import Answer, Verdict
 from licshift.cli import resolve
 from licshift.cli.context import Context
 from licshift.cli.directory import Names, names_for, open_directory
@@ -280,7 +280,8 @@ async def _start(args: argparse.Namespace, ctx: Context, *, dry_run: bool, follo
 def _answer_line(answer: Answer | None, timeout: float, wave_id: str) -> str:
     if answer is None:
         return timeout_summary("the function app's answer", timeout, None, "")
-    return f"{answer.verdict}: {answer.message}" + (f" -> licshift status {short_id(wave_id)}" if wave_id else "")
+    follow = wave_id and answer.verdict is not Verdict.REJECTED
+    return f"{answer.verdict}: {answer.message}" + (f" -> licshift status {short_id(wave_id)}" if follow else "")
 
 
 def _finish(out: Output, result: dict[str, Any], answer: Answer | None, code: ExitCode, summary: str) -> int:
