@@ -150,7 +150,14 @@ async def test_host_runs_on_the_readme_defaults_and_local_settings(
             str(CLI), "host", "--timer-interval", "1", env=env, cwd=tmp_path,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
+        assert host.stderr is not None
         try:
+            # The host creates the tables and queues, then says it is up.
+            started = ""
+            while "licshift host:" not in started:
+                line = (await asyncio.wait_for(host.stderr.readline(), 120)).decode()
+                assert line, f"the host ended: {started}"
+                started += line
             refused = await licshift(env, "plan", "--group", GROUP, "--sku", E3, "--timeout", "90", cwd=tmp_path)
             assert refused.code == 3, str(refused)
             assert "does not exist" in refused.err, str(refused)
