@@ -127,6 +127,7 @@ def assess(
         detail = decision.detail if isinstance(decision, Block) else ""
         kind = "block" if isinstance(decision, Block) else "skip"
         users.append(UserCheck(user.user_id, name, kind, decision.reason.value, detail))
+    nested = {u.user_id: u.user_principal_name or u.user_id for u in nested_only if u.user_id not in member_ids}
     return Readiness(
         group_id=group.group_id,
         group_name=group.display_name,
@@ -138,11 +139,13 @@ def assess(
         seats_consumed=seats[1] if seats else None,
         seats_needed=needed,
         errors={code: sorted(names) for code, names in sorted(errors.items())},
-        nested_only=sorted(u.user_principal_name or u.user_id for u in nested_only if u.user_id not in member_ids),
+        nested_only=sorted(nested.values()),
         outside_direct=sorted(
             u.user_principal_name or u.user_id
             for u in direct_holders
-            if u.user_id not in member_ids and any(s.is_direct and s.sku_id == sku.sku_id for s in u.states)
+            if u.user_id not in member_ids
+            and u.user_id not in nested  # listed once, under the fix that applies to them
+            and any(s.is_direct and s.sku_id == sku.sku_id for s in u.states)
         ),
         plan_unlocks=sorted(single_plan.items(), key=lambda kv: (-kv[1], kv[0])),
         users=users,

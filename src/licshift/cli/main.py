@@ -21,11 +21,11 @@ from importlib import metadata
 from types import ModuleType
 from typing import NoReturn
 
-from licshift.cli import demo, dev, directory, drift, killswitch, report, sim, status, waves
+from licshift.cli import check, demo, dev, directory, drift, killswitch, report, sim, status, waves
 from licshift.cli.context import Context
 from licshift.cli.exitcodes import EXIT_CODES_HELP, CliError, ExitCode
 
-AREAS: tuple[ModuleType, ...] = (directory, waves, status, report, drift, killswitch, dev, sim, demo)
+AREAS: tuple[ModuleType, ...] = (directory, check, waves, status, report, drift, killswitch, dev, sim, demo)
 
 EXAMPLES = """examples:
   licshift dev up                                        # the local stack: Azurite, simulator, host

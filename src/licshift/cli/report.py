@@ -13,6 +13,7 @@ from licshift.cli.context import Context
 from licshift.cli.exitcodes import ExitCode, UsageError
 from licshift.cli.parsing import add_command
 from licshift.cli.storage import open_storage
+from licshift.outcomes import OutcomeStatus
 from licshift.report import ReportFormat, render
 
 
@@ -24,13 +25,32 @@ def register(sub: Any) -> None:
         examples=[
             "licshift report c9e5bf56 > wave.csv",
             "licshift report c9e5bf56 --format html --out plan.html",
+            "licshift report c9e5bf56 --only blocked,failed > follow-up.csv",
             "licshift report c9e5bf56 --format json | jq '.rows[] | select(.status==\"blocked\")'",
         ],
     )
     cmd.add_argument("wave_id", help="wave id or any unique prefix of it")
     cmd.add_argument("--format", choices=[f.value for f in ReportFormat], default="csv")
     cmd.add_argument("--out", type=Path, default=None, help="file to write (default: standard output)")
+    cmd.add_argument(
+        "--only",
+        type=statuses,
+        default=None,
+        metavar="STATUS[,STATUS]",
+        help="only rows with these outcomes, e.g. blocked,failed (" + ", ".join(s.value for s in OutcomeStatus) + ")",
+    )
     cmd.set_defaults(handler=report_command)
+
+
+def statuses(text: str) -> frozenset[OutcomeStatus]:
+    names = [part.strip().lower() for part in text.split(",") if part.strip()]
+    known = {s.value: s for s in OutcomeStatus}
+    wrong = [n for n in names if n not in known]
+    if wrong or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown outcome {', '.join(wrong) or text!r}; choose from {', '.join(known)}"
+        )
+    return frozenset(known[n] for n in names)
 
 
 def writable(path: Path) -> Path:
@@ -54,7 +74,7 @@ async def report_command(args: argparse.Namespace, ctx: Context) -> int:
         if found is None:
             raise UsageError(f"no wave {wave_id} in the ledger; list waves with `licshift status`")
         wave = found.value
-        outcomes = [o async for o in storage.ledger.iter_outcomes(wave_id)]
+        outcomes = [o async for o in storage.ledger.iter_outcomes(wave_id, statuses=args.only)]
         # The wave's own events: its timeline, and the names its scan recorded (group, SKUs, plans).
         since = wave.created_at - timedelta(minutes=5)
         events = [e async for e in storage.ledger.iter_events(since) if e.wave_id == wave.wave_id]

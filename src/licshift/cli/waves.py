@@ -18,7 +18,7 @@ from licshift.answers import Answer, Verdict
 from licshift.cli import resolve
 from licshift.cli.context import Context
 from licshift.cli.directory import Names, names_for, open_directory
-from licshift.cli.exitcodes import ExitCode, UsageError
+from licshift.cli.exitcodes import CliError, ExitCode, UsageError
 from licshift.cli.output import Output, confirm, short_id, table
 from licshift.cli.parsing import add_command, add_json, bounded, seconds, whole
 from licshift.cli.shapes import outcome_json, wave_json
@@ -33,7 +33,7 @@ from licshift.messages import (
     encode_waves_message,
     parse_waves_message,
 )
-from licshift.outcomes import Outcome
+from licshift.outcomes import Outcome, OutcomeStatus
 from licshift.settings import Settings
 
 ANSWER_TIMEOUT = 60.0
@@ -122,6 +122,74 @@ def register(sub: Any) -> None:
             cmd.add_argument("--yes", action="store_true", help="do not ask for confirmation")
         _answer_options(cmd)
         cmd.set_defaults(handler=wave_command)
+    _register_retry(actions)
+
+
+RETRYABLE = {"blocked": OutcomeStatus.BLOCKED, "failed": OutcomeStatus.FAILED}
+
+
+def _register_retry(actions: Any) -> None:
+    retry = add_command(
+        actions,
+        "retry",
+        help="start a new wave of exactly the blocked and/or failed users of a wave (same group and SKUs)",
+        examples=[
+            "licshift wave retry c9e5bf56 --blocked --wait",
+            "licshift wave retry c9e5bf56 --failed --json",
+        ],
+    )
+    retry.add_argument("wave_id", help="wave id or any unique prefix of it (as `licshift status` prints)")
+    retry.add_argument("--blocked", action="store_true", help="the users the rule blocked")
+    retry.add_argument("--failed", action="store_true", help="the users whose removal failed")
+    retry.add_argument("--force", action="store_true", help="skip the canary gate (not recommended)")
+    retry.add_argument("--requested-by", default=None, help="recorded in the ledger (default user@host)")
+    retry.add_argument(
+        "--wait",
+        type=seconds,
+        nargs="?",
+        const=WAVE_WAIT,
+        default=None,
+        metavar="SECONDS",
+        help=f"follow the new wave until it ends (default {WAVE_WAIT:g} s when given without a number)",
+    )
+    _answer_options(retry)
+    retry.set_defaults(handler=retry_command)
+
+
+async def retry_command(args: argparse.Namespace, ctx: Context) -> int:
+    """The new wave goes through intake like any other: validated, checked against Graph and the
+    canary gate; every user is decided again on a fresh read."""
+    chosen = [RETRYABLE[name] for name in RETRYABLE if getattr(args, name)]
+    if not chosen:
+        raise UsageError("say which users to retry: --blocked, --failed, or both")
+    resolve.check_wave_ref(args.wave_id)
+    async with open_storage(ctx.settings()) as storage:
+        wave_id = await resolve.wave_id(storage, args.wave_id)
+        found = await storage.ledger.get_wave(wave_id)
+        if found is None:
+            raise UsageError(f"no wave {wave_id} in the ledger; list waves with `licshift status`")
+        users = sorted({o.user_id async for o in storage.ledger.iter_outcomes(wave_id, statuses=chosen)})
+    what = " or ".join(s.value for s in chosen)
+    if not users:
+        result = {"command": "retry", "request_id": None, "wave_id": None}
+        summary = f"wave {short_id(wave_id)} has no {what} user: nothing to retry"
+        return _finish(ctx.output, result, None, ExitCode.OK, summary)
+    wave = found.value
+    ctx.output.note(f"retrying {len(users)} {what} user(s) of wave {short_id(wave_id)}")
+    start = argparse.Namespace(
+        **vars(args),
+        group=wave.group_id,
+        sku=list(wave.sku_ids),
+        users=",".join(users),
+        all=False,
+        first=None,
+        percent=None,
+        policy=wave.policy.value,
+        wave_id_new=None,
+        dry_run=False,
+    )
+    start.wave_id = None  # the new wave's id (args.wave_id named the wave retried)
+    return await _start(start, ctx, dry_run=False, follow=args.wait)
 
 
 def _wave_options(cmd: argparse.ArgumentParser) -> None:
@@ -232,6 +300,21 @@ async def plan_command(args: argparse.Namespace, ctx: Context) -> int:
     return await _start(args, ctx, dry_run=True, follow=args.wait)
 
 
+async def _readiness_notes(message: StartWave, ctx: Context) -> None:
+    """`licshift check`'s summary on top of the plan (stderr: --json stays the plan); best effort, as
+    the plan itself does not need the admin's Graph access."""
+    from licshift.cli import check
+
+    settings = ctx.settings()
+    try:
+        async with open_directory(settings) as directory:
+            for sku in message.skus:
+                found = await check.gather(directory, message.group_id, sku, message.policy or settings.policy)
+                ctx.output.note(check.text(found, details=False))
+    except CliError as exc:  # intake gives the authoritative answer (a refusal exits 3)
+        ctx.output.note(f"readiness not checked: {exc}")
+
+
 async def start_command(args: argparse.Namespace, ctx: Context) -> int:
     return await _start(args, ctx, dry_run=args.dry_run, follow=args.wait)
 
@@ -239,6 +322,8 @@ async def start_command(args: argparse.Namespace, ctx: Context) -> int:
 async def _start(args: argparse.Namespace, ctx: Context, *, dry_run: bool, follow: float | None) -> int:
     out = ctx.output
     message = await start_message(args, ctx, dry_run=dry_run)
+    if args.command == "plan":
+        await _readiness_notes(message, ctx)
     kind = "dry run" if dry_run else "wave"
     result: dict[str, Any] = {
         "command": "plan" if args.command == "plan" else "start",
