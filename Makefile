@@ -28,7 +28,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 $(CHROMIUM):
 	$(SUDO) apt-get update
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver fonts-liberation
 
 node_modules/.bin/azurite: package.json
 	npm install --no-audit --no-fund --loglevel=error
