@@ -4,7 +4,7 @@
 
 What each case measures (wall = seconds, RSS = the child's peak resident set, VmHWM; Linux only):
 - interpreter:      `python -c pass`, the floor every other case pays.
-- import_graph:     `import licshift.graph` (msgraph is imported lazily, on adapter creation).
+- import_graph:     `import licshift.adapters.graph` (msgraph is imported lazily, on adapter creation).
 - import_sdk_eagerly: the same plus what `GraphAdapter.create/from_settings` import (msgraph client,
                      msgraph_core, httpx, azure.identity.aio): what a module-level import would cost.
 - import_function_app: what the Functions worker does on a cold start: `import function_app` (the
@@ -66,12 +66,12 @@ _report()
 """,
     "import_graph": """
 t = time.perf_counter()
-import licshift.graph
+import licshift.adapters.graph
 _report(import_s=time.perf_counter() - t)
 """,
     "import_sdk_eagerly": """
 t = time.perf_counter()
-import licshift.graph
+import licshift.adapters.graph
 import httpx, msgraph.graph_service_client, msgraph.graph_request_adapter, msgraph_core, azure.identity.aio
 _report(import_s=time.perf_counter() - t)
 """,
@@ -94,7 +94,7 @@ _report(import_s=time.perf_counter() - t, imported=len(names) - len(failed), fai
 """,
     "first_call_native": """
 import asyncio
-from licshift.graph import GraphAdapter
+from licshift.adapters.graph import GraphAdapter
 base_url, user_id = sys.argv[2], sys.argv[3]
 async def main():
     async with GraphAdapter.create(base_url, credential=None) as graph:
@@ -107,7 +107,7 @@ _report(states=states)
     "first_answer_function_app": """
 import asyncio
 import function_app
-from licshift import runtime
+from licshift.functions import runtime
 from licshift.settings import Settings
 base_url, user_id = sys.argv[2], sys.argv[3]
 storage = (
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     lazy_saving = report["saving_lazy_import"]
     print(
         f"lazy SDK imports save {lazy_saving['import_s']:.3f} s and {lazy_saving['peak_rss_mb']:.1f} MB "
-        "for code that imports licshift.graph without calling Graph"
+        "for code that imports licshift.adapters.graph without calling Graph"
     )
     saving = report["saving_native_vs_typed"]
     print(

@@ -17,8 +17,8 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from licshift.decide import Policy, decide
-from licshift.licenses import LicenseAssignmentState, ServicePlan, Sku
+from licshift.rules.decide import Policy, decide
+from licshift.rules.licenses import LicenseAssignmentState, ServicePlan, Sku
 
 E3 = "6fd2c87f-b296-42f0-b197-1e91e994b900"
 

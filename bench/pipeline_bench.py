@@ -19,7 +19,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from licshift.cli.demo import Progress, demo_migration
+from licshift_local.demo import Progress, demo_migration
 
 
 def main() -> None:

@@ -39,10 +39,10 @@ from typing import Any
 
 import httpx
 
-from licshift import scheduler
-from licshift.azurite import Azurite
-from licshift.localrun import LocalStack, StackOptions
-from licshift.pacing import window_counts
+from licshift.rules.pacing import window_counts
+from licshift.services import scheduler
+from licshift_local.azurite import Azurite
+from licshift_local.stack import LocalStack, StackOptions
 
 QUOTA, WINDOW = 3000, 150.0
 RESULTS = Path(__file__).parent / "results"
@@ -253,10 +253,10 @@ async def run_pacing_only(users: int, tick: int, storm: tuple[float, float] | No
     schedules the removals, and one coroutine per slot sends it through licshift's Graph adapter at
     its moment; a 429 is re-sent at its Retry-After and reported to the next tick, Graph's usage
     header too. For machines too busy to run the whole pipeline at 20 writes/s."""
-    from licshift.graph import GraphAdapter
-    from licshift.graphport import Throttled
-    from licshift.pacing import Pacing, PacingLimits, Reports, Throttle, observe, schedule
-    from licshift.pacing import rate_at as pacing_rate
+    from licshift.adapters.graph import GraphAdapter
+    from licshift.ports.graph import Throttled
+    from licshift.rules.pacing import Pacing, PacingLimits, Reports, Throttle, observe, schedule
+    from licshift.rules.pacing import rate_at as pacing_rate
 
     where = Path(tempfile.mkdtemp(prefix="licshift-bench-"))
     ctx = mp.get_context("spawn")

@@ -22,12 +22,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from licshift.decide import Policy
-from licshift.licenses import DirectAssignment
-from licshift.outcomes import Event, Outcome, OutcomeStatus
-from licshift.report import ReportFormat, render
-from licshift.wavenames import Names
-from licshift.waves import Selection, Wave, WaveCounters, WaveStatus
+from licshift.rules.decide import Policy
+from licshift.rules.licenses import DirectAssignment
+from licshift.rules.outcomes import Event, Outcome, OutcomeStatus
+from licshift.rules.waves import Selection, Wave, WaveCounters, WaveStatus
+from licshift.services.report import ReportFormat, render
+from licshift.services.wavenames import Names
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from browser.chromium import Chromium

@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from graphsim import SimulatorThread, load_scenario
-from licshift.decide import decide
-from licshift.graph import GraphAdapter
+from licshift.adapters.graph import GraphAdapter
+from licshift.rules.decide import decide
 
 
 def rss_mb() -> float:

@@ -28,16 +28,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from licshift import scheduler
-from licshift.azurite import Azurite
-from licshift.decide import PROCESSING_COMPLETE, Policy
-from licshift.graphport import GroupLicenseInfo
-from licshift.ledger import Ledger
-from licshift.outcomes import Outcome, OutcomeStatus
-from licshift.runtime import Runtime
+from licshift.adapters.ledger import Ledger
+from licshift.adapters.queues import StorageQueues
+from licshift.ports.graph import GroupLicenseInfo
+from licshift.rules.decide import PROCESSING_COMPLETE, Policy
+from licshift.rules.outcomes import Outcome, OutcomeStatus
+from licshift.rules.waves import Selection, SelectionKind, Wave, WaveCounters, WaveStatus
+from licshift.services import scheduler
+from licshift.services.runtime import Runtime
 from licshift.settings import Settings
-from licshift.waves import Selection, SelectionKind, Wave, WaveCounters, WaveStatus
-from licshift.workqueue import WorkQueue
+from licshift_local.azurite import Azurite
 
 E3 = "6fd2c87f-b296-42f0-b197-1e91e994b900"
 GROUP = "0f5c3a50-6b7a-4a0e-9c51-3f1b7d2a8e10"
@@ -104,7 +104,7 @@ async def seed(ledger: Ledger, size: int, now: datetime) -> Wave:
 async def one_size(connection: str, size: int) -> dict[str, Any]:
     name = f"b{uuid.uuid4().hex[:10]}"
     ledger = Ledger(connection, prefix=name)
-    queue = WorkQueue(connection, waves_queue=f"{name}-waves", removals_queue=f"{name}-removals")
+    queue = StorageQueues(connection, waves_queue=f"{name}-waves", removals_queue=f"{name}-removals")
     await ledger.ensure_tables()
     await queue.ensure_queues()
     clock = [datetime.now(UTC)]

@@ -24,8 +24,8 @@ from typing import Any
 
 from graphsim.scenario import parse
 from graphsim.server import Simulator
-from licshift.azurite import Azurite
-from licshift.localrun import LocalStack, StackOptions
+from licshift_local.azurite import Azurite
+from licshift_local.stack import LocalStack, StackOptions
 
 E3 = "ENTERPRISEPACK"
 

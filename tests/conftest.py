@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from licshift.azurite import Azurite
+from licshift_local.azurite import Azurite
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from licshift.decide import Policy
-from licshift.outcomes import Outcome, OutcomeStatus
-from licshift.waves import Selection, SelectionKind, Wave, WaveStatus
+from licshift.rules.decide import Policy
+from licshift.rules.outcomes import Outcome, OutcomeStatus
+from licshift.rules.waves import Selection, SelectionKind, Wave, WaveStatus
 
 E3 = "6fd2c87f-b296-42f0-b197-1e91e994b900"
 """Office 365 E3 (ENTERPRISEPACK), Microsoft's example SKU."""

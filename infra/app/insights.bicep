@@ -1,7 +1,7 @@
 // What an admin watches: the licshift workbook, an action group and one log alert per alert-worthy
 // event kind. Queries read Application Insights `traces`: licshift logs every event on the
 // "licshift" logger with its attributes (licshift_kind, licshift_wave_id, ...) in customDimensions
-// (host.json telemetryMode OpenTelemetry; see src/licshift/telemetry.py for the kinds).
+// (host.json telemetryMode OpenTelemetry; see src/licshift/services/telemetry.py for the kinds).
 param location string
 param tags object = {}
 param appInsightsName string

@@ -1,5 +1,5 @@
 """Graph's error answers: one exception type carrying status, code and message, and the exact
-messages Graph uses where they are known (graph-facts §1.4, §1.8, §1.9). Messages marked "graphsim"
+messages Graph uses where they are known (docs/graph.md §1.4, §1.8, §1.9). Messages marked "graphsim"
 are ours where Graph's wording is not public; their codes and statuses follow Graph.
 """
 

@@ -2,7 +2,7 @@
 
 Without $select Graph returns a default property set; licenseAssignmentStates, assignedLicenses,
 assignedPlans, usageLocation, licenseProcessingState (wire shape {"state": ...}) and friends come
-only when selected (graph-facts §1). hasMembersWithLicenseErrors is filterable but never returned.
+only when selected (docs/graph.md §1). hasMembersWithLicenseErrors is filterable but never returned.
 """
 
 from __future__ import annotations

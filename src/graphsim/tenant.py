@@ -6,7 +6,7 @@ its own (group processing of each member, timed scenario events, legacy actor ti
 time-ordered queue and is carried out, at its own sim time, whenever anyone looks (`settle`), so the
 outcome never depends on when requests arrive or how fast the machine is.
 
-Group processing (Entra's behaviour, graph-facts §3): any change to a licensed group (its licenses,
+Group processing (Entra's behaviour, docs/graph.md §3): any change to a licensed group (its licenses,
 a membership) queues a job. The group reads QueuedForProcessing until the job starts, then
 ProcessingInProgress while members are processed one after another, then ProcessingComplete.
 Until its turn comes, a member keeps what it had (no inherited entry, or the old one). Each member

@@ -1,4 +1,4 @@
-"""Graph's throttling for the identity and access service (graph-facts §2, THRL):
+"""Graph's throttling for the identity and access service (docs/graph.md §2):
 
 - a resource-unit (RU) token bucket per app + tenant, sized by tenant: S (< 50 users) 3,500 RU,
   M (50-500) 5,000 RU, L (> 500) 8,000 RU per 10 s, refilled continuously;

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from licshift.decide import Policy
-from licshift.licenses import InvalidId, guid
+from licshift.rules.decide import Policy
+from licshift.rules.licenses import InvalidId, guid
 
 DEFAULT_GRAPH_ENDPOINT = "https://graph.microsoft.com/v1.0"
 STORAGE_CONNECTION = "LicshiftStorage"

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from licshift.decide import Policy
-from licshift.licenses import DirectAssignment
-from licshift.outcomes import Event, Outcome, OutcomeStatus
-from licshift.report import ReportFormat, render
-from licshift.wavenames import Names
-from licshift.waves import Selection, Wave, WaveStatus
+from licshift.rules.decide import Policy
+from licshift.rules.licenses import DirectAssignment
+from licshift.rules.outcomes import Event, Outcome, OutcomeStatus
+from licshift.rules.waves import Selection, Wave, WaveStatus
+from licshift.services.report import ReportFormat, render
+from licshift.services.wavenames import Names
 
 from .chromium import CHROMIUM, Chromium
 

@@ -1,7 +1,7 @@
 """Fixtures for the simulator fidelity tests (tests/graph/test_sim_*.py). All are named `sim_*`.
 
 `sim_start(...)` starts a simulator on a free loopback port and returns it with a msgraph-sdk client
-built exactly as production builds one (graph-facts §5): an httpx client from
+built exactly as production builds one (docs/graph.md §5): an httpx client from
 GraphClientFactory.create_with_default_middleware (so the RetryHandler is there), a
 GraphRequestAdapter with AnonymousAuthenticationProvider, and `request_adapter.base_url` set to the
 simulator. Everything started is stopped at teardown.

@@ -12,7 +12,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from licshift.graph import (
+from licshift.adapters.graph import (
     DEFAULT_RETRY_AFTER,
     MIN_RETRY_AFTER,
     check_endpoint,
@@ -20,7 +20,7 @@ from licshift.graph import (
     retry_after_seconds,
     user_key,
 )
-from licshift.graphport import (
+from licshift.ports.graph import (
     GraphRequestError,
     InheritedOnly,
     NotAssigned,
@@ -28,7 +28,7 @@ from licshift.graphport import (
     Throttled,
     TransientGraphError,
 )
-from licshift.licenses import InvalidId
+from licshift.rules.licenses import InvalidId
 
 USER = "0b7e3c1a-5f7d-4e2a-9c1b-2d3e4f5a6b7c"
 WHAT = f"remove direct SKU 6fd2c87f-b296-42f0-b197-1e91e994b900 from user {USER}"

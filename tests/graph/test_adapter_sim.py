@@ -18,8 +18,8 @@ import pytest
 from azure.core.credentials import AccessToken
 
 from graphsim import FaultRule, Simulator, ThrottleLimits, parse
-from licshift.graph import GraphAdapter
-from licshift.graphport import (
+from licshift.adapters.graph import GraphAdapter
+from licshift.ports.graph import (
     InheritedOnly,
     NotAssigned,
     NotFound,
@@ -27,7 +27,7 @@ from licshift.graphport import (
     TransientGraphError,
     UserLicenses,
 )
-from licshift.licenses import DirectAssignment, InvalidId, direct_assignment
+from licshift.rules.licenses import DirectAssignment, InvalidId, direct_assignment
 from licshift.settings import Settings
 
 E3 = "6fd2c87f-b296-42f0-b197-1e91e994b900"

@@ -20,8 +20,8 @@ from msgraph.generated.groups.item.members.graph_user.graph_user_request_builder
 
 from graphsim import OUTCOMES, Scenario, ScenarioError, Simulator, load_scenario, parse
 from graphsim.builtins import adversarial
-from licshift.decide import Block, BlockReason, Policy, Remove, Skip, SkipReason, decide
-from licshift.licenses import LicenseAssignmentState, ServicePlan, Sku, normalise_error
+from licshift.rules.decide import Block, BlockReason, Policy, Remove, Skip, SkipReason, decide
+from licshift.rules.licenses import LicenseAssignmentState, ServicePlan, Sku, normalise_error
 
 SimStarter = Callable[..., Awaitable[tuple[Simulator, GraphServiceClient]]]
 E3 = "6fd2c87f-b296-42f0-b197-1e91e994b900"

@@ -1,4 +1,4 @@
-"""Simulator fidelity, throttling (graph-facts §2): the identity RU bucket by tenant size, request
+"""Simulator fidelity, throttling (docs/graph.md §2): the identity RU bucket by tenant size, request
 costs, the write quota per app + tenant and per tenant, 429 with Retry-After and x-ms-throttle-*
 headers and Graph's error body, and msgraph-sdk's retry honouring it. Windows are compressed with
 time_scale.

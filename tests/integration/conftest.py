@@ -16,10 +16,10 @@ import pytest
 from graphsim.scenario import Scenario, load_scenario, parse
 from graphsim.server import Simulator
 from graphsim.throttle import ThrottleLimits
-from licshift.graphport import LicenseGraph
-from licshift.localrun import LocalStack, StackOptions
-from licshift.outcomes import FINAL_OUTCOMES, Outcome, OutcomeStatus
-from licshift.waves import Wave
+from licshift.ports.graph import LicenseGraph
+from licshift.rules.outcomes import FINAL_OUTCOMES, Outcome, OutcomeStatus
+from licshift.rules.waves import Wave
+from licshift_local.stack import LocalStack, StackOptions
 
 TIME_SCALE = 0.01
 """Real seconds per sim second (100x faster): group processing of a few hundred members takes a blink."""

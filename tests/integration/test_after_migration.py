@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from graphsim.faults import FaultRule
-from licshift.outcomes import OutcomeStatus, Severity
-from licshift.telemetry import DRIFT, DRIFT_SUMMARY, POISON
-from licshift.waves import WaveStatus
+from licshift.rules.outcomes import OutcomeStatus, Severity
+from licshift.rules.waves import WaveStatus
+from licshift.services.telemetry import DRIFT, DRIFT_SUMMARY, POISON
 
 from .conftest import E3, assert_all_final, by_user, completed, count, graph_losses, simulator, small_tenant, start
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
-from licshift import intake, removal
-from licshift.messages import KillSwitch, Task, TaskKind, encode_task
-from licshift.outcomes import OutcomeStatus
-from licshift.waves import WaveStatus
+from licshift.rules.messages import KillSwitch, Task, TaskKind, encode_task
+from licshift.rules.outcomes import OutcomeStatus
+from licshift.rules.waves import WaveStatus
+from licshift.services import intake, remover
 
 from .conftest import (
     AfterRemove,
@@ -71,10 +71,10 @@ async def test_the_same_removal_delivered_twice_and_concurrently_writes_once(ope
         tasks = [Task(TaskKind.REMOVE, wave_id, r.user_id, r.sku_id) for r in rows]
         for task in tasks:
             await rt.queue.send(rt.settings.removals_queue, encode_task(task))
-        results = await asyncio.gather(*(removal.run_task(rt, t) for t in tasks for _ in range(2)))
+        results = await asyncio.gather(*(remover.run_task(rt, t) for t in tasks for _ in range(2)))
         wave = await completed(stack, wave_id)
         final = by_user(await stack.outcomes(wave_id))
-        again = [await removal.run_task(rt, t) for t in tasks]
+        again = [await remover.run_task(rt, t) for t in tasks]
 
     assert "removed" in results
     assert wave.status is WaveStatus.COMPLETED
@@ -102,13 +102,13 @@ async def test_a_removal_another_delivery_is_making_is_not_sent_twice(open_stack
         await intake.set_kill_switch(rt, KillSwitch(on=False, requested_by="tests"))
         task = Task(TaskKind.REMOVE, wave_id, row.user_id, row.sku_id)
 
-        assert await removal.run_task(rt, task) == "busy"
+        assert await remover.run_task(rt, task) == "busy"
         writes_while_owned = sim.counters.writes
         # The owner's Graph call failed and it released the row: the next delivery goes ahead at once.
         current = await rt.ledger.get_outcome(wave_id, row.user_id, row.sku_id)
         assert current is not None
         await rt.ledger.save_outcome(replace(current.value, graph_error="interrupted: 503"), current.etag)
-        result = await removal.run_task(rt, task)
+        result = await remover.run_task(rt, task)
         final = await rt.ledger.get_outcome(wave_id, row.user_id, row.sku_id)
 
     assert writes_while_owned == 0

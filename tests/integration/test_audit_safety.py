@@ -12,13 +12,13 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from licshift import removal, scheduler
-from licshift.graphport import GraphError, LicenseGraph, Throttled, TransientGraphError, UserLicenses
-from licshift.licenses import DirectAssignment
-from licshift.messages import Task, TaskKind
-from licshift.outcomes import OutcomeStatus, Severity
-from licshift.telemetry import HALTED, POISON, RESTORED
-from licshift.waves import WaveStatus
+from licshift.ports.graph import GraphError, LicenseGraph, Throttled, TransientGraphError, UserLicenses
+from licshift.rules.licenses import DirectAssignment
+from licshift.rules.messages import Task, TaskKind
+from licshift.rules.outcomes import OutcomeStatus, Severity
+from licshift.rules.waves import WaveStatus
+from licshift.services import remover, scheduler
+from licshift.services.telemetry import HALTED, POISON, RESTORED
 
 from .conftest import E3, by_user, count, graph_losses, simulator, small_tenant, start
 
@@ -89,7 +89,7 @@ async def test_the_kill_switch_setting_stops_every_removal_like_the_control_row(
         await stack.idle(2)
         held = await stack.outcomes(wave_id)
         # Tasks that reach the remover anyway (sent before the switch, redelivered) must not remove.
-        results = [await removal.run_task(stack.rt, Task(TaskKind.REMOVE, wave_id, r.user_id, r.sku_id)) for r in held]
+        results = [await remover.run_task(stack.rt, Task(TaskKind.REMOVE, wave_id, r.user_id, r.sku_id)) for r in held]
         after = await stack.outcomes(wave_id)
 
     assert sim.counters.writes == 0, "LICSHIFT_KILL_SWITCH=true: nothing is written to Graph"
@@ -113,7 +113,7 @@ async def test_a_restore_throttled_past_its_in_process_tries_is_still_carried_ou
                 sim.tenant.break_group_license(group, E3, users=[victim])
 
         def throttle_restores(user_id: str) -> GraphError | None:
-            if len(throttled) < removal.RESTORE_ATTEMPTS:
+            if len(throttled) < remover.RESTORE_ATTEMPTS:
                 throttled.append(user_id)
                 return Throttled("restore throttled", retry_after=0.01)
             return None
@@ -127,7 +127,7 @@ async def test_a_restore_throttled_past_its_in_process_tries_is_still_carried_ou
             row = by_user(await stack.outcomes(wave_id))[victim]
             alerts = [e for e in await stack.events() if e.severity is Severity.ALERT]
 
-    assert len(throttled) == removal.RESTORE_ATTEMPTS
+    assert len(throttled) == remover.RESTORE_ATTEMPTS
     assert restored, "the queued restore put the recorded direct assignment back"
     assert sim.tenant.effective(sim.tenant.user(victim)) == before
     assert wave.status is WaveStatus.HALTED

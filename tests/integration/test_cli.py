@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from licshift.cli.main import run
-from licshift.localrun import LocalStack
-from licshift.waves import WaveStatus
+from licshift.rules.waves import WaveStatus
+from licshift_local.stack import LocalStack
 
 from .conftest import E3, completed, simulator, small_tenant, wait_processing_complete
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from licshift.ledger import Ledger
-from licshift.localrun import LocalStack
+from licshift.adapters.ledger import Ledger
 from licshift.settings import Settings
+from licshift_local.stack import LocalStack
 
 from .conftest import E3, simulator, small_tenant, wait_processing_complete
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from licshift.ledger import Ledger
+from licshift.adapters.ledger import Ledger
 
 from .conftest import E3, simulator, small_tenant, wait_processing_complete
 from .test_cli_process import CLI, base_env, licshift

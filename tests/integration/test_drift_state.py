@@ -10,11 +10,11 @@ from datetime import timedelta
 
 import pytest
 
-from licshift import drift as drift_module
 from licshift.cli.main import run
-from licshift.localrun import LocalStack
-from licshift.telemetry import DRIFT, DRIFT_CLEARED
-from licshift.waves import WaveStatus
+from licshift.rules.waves import WaveStatus
+from licshift.services import drift as drift_module
+from licshift.services.telemetry import DRIFT, DRIFT_CLEARED
+from licshift_local.stack import LocalStack
 
 from .conftest import E3, completed, simulator, small_tenant, start
 from .test_cli import use_stack_settings

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from licshift.messages import Task, TaskKind, encode_task
-from licshift.outcomes import OutcomeStatus
-from licshift.telemetry import REQUEST_REJECTED
-from licshift.waves import WaveStatus
+from licshift.rules.messages import Task, TaskKind, encode_task
+from licshift.rules.outcomes import OutcomeStatus
+from licshift.rules.waves import WaveStatus
+from licshift.services.telemetry import REQUEST_REJECTED
 
 from .conftest import by_user, completed, graph_losses, simulator, small_tenant, start
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import uuid
 
-from licshift.outcomes import OutcomeStatus, Severity
-from licshift.telemetry import REQUEST_REJECTED, WAVE_ACCEPTED
+from licshift.rules.outcomes import OutcomeStatus, Severity
+from licshift.services.telemetry import REQUEST_REJECTED, WAVE_ACCEPTED
 
 from .conftest import simulator, small_tenant, start
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from licshift.graphport import LicenseGraph, UserLicenses
-from licshift.outcomes import OutcomeStatus
-from licshift.removal import GONE_BEFORE_REMOVAL
-from licshift.waves import WaveStatus
+from licshift.ports.graph import LicenseGraph, UserLicenses
+from licshift.rules.outcomes import OutcomeStatus
+from licshift.rules.waves import WaveStatus
+from licshift.services.remover import GONE_BEFORE_REMOVAL
 
 from .conftest import E3, by_user, completed, count, graph_losses, simulator, small_tenant, start
 

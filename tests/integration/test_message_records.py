@@ -10,9 +10,9 @@ import json
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from licshift.outcomes import Severity
-from licshift.telemetry import RAW_LIMIT, REQUEST_REJECTED
-from licshift.workqueue import poison_queue
+from licshift.adapters.queues import poison_queue
+from licshift.rules.outcomes import Severity
+from licshift.services.telemetry import RAW_LIMIT, REQUEST_REJECTED
 
 from .conftest import simulator, small_tenant
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from graphsim.scenario import Scenario
 from graphsim.server import Simulator
-from licshift.outcomes import OutcomeStatus
-from licshift.waves import WaveStatus
+from licshift.rules.outcomes import OutcomeStatus
+from licshift.rules.waves import WaveStatus
 
 from .conftest import (
     assert_all_final,

@@ -17,9 +17,9 @@ import pytest
 
 from browser.chromium import Chromium
 from licshift.cli.main import run
-from licshift.outcomes import OutcomeStatus
-from licshift.reportpage import TILES
-from licshift.telemetry import WAVE_STATUS
+from licshift.rules.outcomes import OutcomeStatus
+from licshift.services.reportpage import TILES
+from licshift.services.telemetry import WAVE_STATUS
 
 from .conftest import completed, simulator, start
 from .test_cli import use_stack_settings

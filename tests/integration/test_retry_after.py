@@ -16,12 +16,12 @@ from typing import Any
 
 from graphsim.counters import LoggedRequest
 from graphsim.faults import FaultRule
-from licshift import scheduler
-from licshift.messages import Task, TaskKind, encode_task
-from licshift.outcomes import OutcomeStatus
-from licshift.telemetry import THROTTLED
-from licshift.waves import WaveStatus
-from licshift.workqueue import poison_queue
+from licshift.adapters.queues import poison_queue
+from licshift.rules.messages import Task, TaskKind, encode_task
+from licshift.rules.outcomes import OutcomeStatus
+from licshift.rules.waves import WaveStatus
+from licshift.services import scheduler
+from licshift.services.telemetry import THROTTLED
 
 from .conftest import E3, AfterRemove, by_user, graph_losses, simulator, small_tenant, start
 

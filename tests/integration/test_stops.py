@@ -3,8 +3,8 @@ kill-switched waves continue where they stopped, a cancelled one closes its rema
 
 from __future__ import annotations
 
-from licshift.outcomes import OutcomeStatus
-from licshift.waves import WaveStatus
+from licshift.rules.outcomes import OutcomeStatus
+from licshift.rules.waves import WaveStatus
 
 from .conftest import assert_all_final, completed, count, graph_losses, simulator, small_tenant, start
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from graphsim.faults import FaultRule
 from graphsim.throttle import ThrottleLimits
-from licshift.outcomes import OutcomeStatus
-from licshift.telemetry import THROTTLED
-from licshift.waves import WaveStatus
+from licshift.rules.outcomes import OutcomeStatus
+from licshift.rules.waves import WaveStatus
+from licshift.services.telemetry import THROTTLED
 
 from .conftest import assert_all_final, completed, count, graph_losses, simulator, small_tenant, start
 

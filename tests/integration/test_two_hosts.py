@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from licshift.ledger import Ledger
-from licshift.localrun import LocalStack, StackOptions
-from licshift.outcomes import OutcomeStatus
-from licshift.waves import WaveStatus
+from licshift.adapters.ledger import Ledger
+from licshift.rules.outcomes import OutcomeStatus
+from licshift.rules.waves import WaveStatus
+from licshift_local.stack import LocalStack, StackOptions
 
 from .conftest import count, graph_losses, simulator, small_tenant, start
 
@@ -48,7 +48,7 @@ def most_in_window(times: list[datetime], seconds: float) -> int:
 async def test_two_hosts_on_one_storage_never_exceed_the_write_ceiling(
     storage_connection_string: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="licshift.lease")
+    caplog.set_level(logging.INFO, logger="licshift.services.lease")
     options = StackOptions(
         namespace=f"it{uuid.uuid4().hex[:10]}", overrides={"LICSHIFT_WRITE_RATE_CEILING": str(CEILING)}
     )
@@ -90,7 +90,7 @@ async def test_two_hosts_on_one_storage_never_exceed_the_write_ceiling(
     assert count(rows, OutcomeStatus.REMOVED) == USERS
     assert holder != our_id
     assert still_holder == holder, "the lease holder renewed it at every tick"
-    skipped = [r for r in caplog.records if r.name == "licshift.lease" and "tick skipped" in r.getMessage()]
+    skipped = [r for r in caplog.records if r.name == "licshift.services.lease" and "tick skipped" in r.getMessage()]
     assert skipped, "our scheduler skipped its ticks"
     assert ours_removed > 0, "our workers removed what the other host's scheduler enqueued"
     writes = [r.at for r in sim.counters.log if r.write and r.endpoint.endswith("assignLicense")]

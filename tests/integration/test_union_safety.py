@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from licshift.outcomes import OutcomeStatus, Severity
-from licshift.telemetry import RESTORED
-from licshift.waves import WaveStatus
+from licshift.rules.outcomes import OutcomeStatus, Severity
+from licshift.rules.waves import WaveStatus
+from licshift.services.telemetry import RESTORED
 
 from .conftest import (
     E3,

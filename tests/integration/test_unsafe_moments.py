@@ -4,9 +4,9 @@ restore the snapshot, halt the wave and alert (S1, S3)."""
 
 from __future__ import annotations
 
-from licshift.outcomes import OutcomeStatus, Severity
-from licshift.telemetry import HALTED, RESTORED
-from licshift.waves import WaveStatus
+from licshift.rules.outcomes import OutcomeStatus, Severity
+from licshift.rules.waves import WaveStatus
+from licshift.services.telemetry import HALTED, RESTORED
 
 from .conftest import (
     AfterRemove,

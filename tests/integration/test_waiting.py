@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from licshift import scheduler
-from licshift.outcomes import Severity
-from licshift.telemetry import PROCESSING_TIMEOUT
-from licshift.waves import WaveStatus
+from licshift.rules.outcomes import Severity
+from licshift.rules.waves import WaveStatus
+from licshift.services import scheduler
+from licshift.services.telemetry import PROCESSING_TIMEOUT
 
 from .conftest import simulator, start
 

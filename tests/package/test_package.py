@@ -162,7 +162,7 @@ for name in modules:
     importlib.import_module(name)
 
 # The production adapters (msgraph, tables, queues, identity, aiohttp) as the first invocation builds them.
-from licshift import runtime  # noqa: E402
+from licshift.functions import runtime
 from licshift.settings import Settings  # noqa: E402
 
 built = runtime.build(Settings.from_env(dict(__import__("os").environ)))

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from licshift.ledger import Ledger
-from licshift.workqueue import WorkQueue
+from licshift.adapters.ledger import Ledger
+from licshift.adapters.queues import StorageQueues
 
 
 def unique(prefix: str) -> str:
@@ -29,9 +29,9 @@ async def ledger(storage_connection_string: str) -> AsyncIterator[Ledger]:
 
 
 @pytest.fixture
-async def work_queue(storage_connection_string: str) -> AsyncIterator[WorkQueue]:
+async def work_queue(storage_connection_string: str) -> AsyncIterator[StorageQueues]:
     name = unique("q")
-    queues = WorkQueue(storage_connection_string, waves_queue=f"{name}-waves", removals_queue=f"{name}-removals")
+    queues = StorageQueues(storage_connection_string, waves_queue=f"{name}-waves", removals_queue=f"{name}-removals")
     await queues.ensure_queues()
     try:
         yield queues

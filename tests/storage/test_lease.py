@@ -7,12 +7,12 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
-from licshift import lease, scheduler
-from licshift.graphport import LicenseGraph
-from licshift.ledger import Ledger
-from licshift.runtime import Runtime
+from licshift.adapters.ledger import Ledger
+from licshift.ports.graph import LicenseGraph
+from licshift.ports.store import WorkQueue
+from licshift.services import lease, scheduler
+from licshift.services.runtime import Runtime
 from licshift.settings import Settings
-from licshift.storeport import WorkQueue
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 

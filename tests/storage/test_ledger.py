@@ -12,21 +12,21 @@ from azure.data.tables.aio import TableServiceClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from licshift.decide import Policy
-from licshift.ledger import (
+from licshift.adapters.entities import (
     MAX_STRING_UNITS,
     TRUNCATION_MARK,
-    Ledger,
     LedgerCorrupt,
     outcome_to_entity,
     transaction_chunks,
     users_rows,
 )
-from licshift.licenses import DirectAssignment, GroupOptions
-from licshift.outcomes import Control, Event, Outcome, OutcomeStatus, Severity
+from licshift.adapters.ledger import Ledger
+from licshift.ports.store import ConcurrencyConflict, LedgerStore
+from licshift.rules.decide import Policy
+from licshift.rules.licenses import DirectAssignment, GroupOptions
+from licshift.rules.outcomes import Control, Event, Outcome, OutcomeStatus, Severity
+from licshift.rules.waves import Selection, SelectionKind, Wave, WaveCounters, WaveStatus
 from licshift.settings import Settings, SettingsError
-from licshift.storeport import ConcurrencyConflict, LedgerStore
-from licshift.waves import Selection, SelectionKind, Wave, WaveCounters, WaveStatus
 
 T0 = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
 

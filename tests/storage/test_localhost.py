@@ -18,17 +18,17 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from licshift.localhost import (
+from licshift.adapters.queues import StorageQueues
+from licshift_local.functions_host import (
     CronSchedule,
+    FunctionsHost,
+    FunctionsHostError,
     IntervalSchedule,
-    LocalHost,
-    LocalHostError,
     QueueOptions,
     load_host_json,
     parse_schedule,
     parse_timespan,
 )
-from licshift.workqueue import WorkQueue
 
 ROOT = Path(__file__).resolve().parents[2]
 CONNECTION = "LicshiftStorage"
@@ -78,7 +78,7 @@ async def settings_env(storage_connection_string: str) -> AsyncIterator[dict[str
         "TOY_FLAG": f"flag-{tag}",
     }
     yield env
-    async with WorkQueue(storage_connection_string) as queues:
+    async with StorageQueues(storage_connection_string) as queues:
         for name in ("TOY_WORK_QUEUE", "TOY_FAIL_QUEUE", "TOY_OUT_QUEUE"):
             for queue in (env[name], f"{env[name]}-poison", f"{env[name]}-poison-poison"):
                 await queues.delete_queue(queue)
@@ -145,8 +145,8 @@ def timer_app(
     return app
 
 
-def host(app: func.FunctionApp, env: dict[str, str], **kwargs: Any) -> LocalHost:
-    return LocalHost(
+def host(app: func.FunctionApp, env: dict[str, str], **kwargs: Any) -> FunctionsHost:
+    return FunctionsHost(
         app, settings_env=env, host_json=kwargs.pop("host_json", FAST), connection_string=env[CONNECTION], **kwargs
     )
 
@@ -287,7 +287,7 @@ def test_bindings_the_host_cannot_play_are_refused(settings_env: dict[str, str])
     def on_blob(blob: func.InputStream) -> None:
         del blob
 
-    with pytest.raises(LocalHostError, match="blobTrigger"):
+    with pytest.raises(FunctionsHostError, match="blobTrigger"):
         host(app, settings_env)
 
 
@@ -298,7 +298,7 @@ def test_unset_settings_and_connections_are_named(settings_env: dict[str, str]) 
     def orphan(msg: func.QueueMessage) -> None:
         del msg
 
-    with pytest.raises(LocalHostError, match="NOT_SET_ANYWHERE"):
+    with pytest.raises(FunctionsHostError, match="NOT_SET_ANYWHERE"):
         host(app, settings_env)
     other = func.FunctionApp()
 
@@ -306,7 +306,7 @@ def test_unset_settings_and_connections_are_named(settings_env: dict[str, str]) 
     def elsewhere(msg: func.QueueMessage) -> None:
         del msg
 
-    with pytest.raises(LocalHostError, match="ElsewhereStorage__queueServiceUri"):
+    with pytest.raises(FunctionsHostError, match="ElsewhereStorage__queueServiceUri"):
         host(other, settings_env)
 
 
@@ -344,7 +344,7 @@ def test_the_repository_host_json_is_understood() -> None:
     ],
 )
 def test_bad_host_json_queue_settings_are_refused(queues: dict[str, Any], message: str) -> None:
-    with pytest.raises(LocalHostError, match=message):
+    with pytest.raises(FunctionsHostError, match=message):
         QueueOptions.from_host_json({"extensions": {"queues": queues}})
 
 
@@ -393,7 +393,7 @@ def test_ncrontab_next_occurrence(expression: str, after: str, expected: str) ->
     ],
 )
 def test_bad_schedules_are_refused_clearly(expression: str, message: str) -> None:
-    with pytest.raises(LocalHostError, match=message):
+    with pytest.raises(FunctionsHostError, match=message):
         CronSchedule.parse(expression).next_after(at("2026-01-01T00:00:00"))
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from licshift import pacing, quota, telemetry
-from licshift.graphport import LicenseGraph
-from licshift.ledger import Ledger
-from licshift.outcomes import Event
-from licshift.runtime import Runtime
+from licshift.adapters.ledger import Ledger
+from licshift.ports.graph import LicenseGraph
+from licshift.ports.store import WorkQueue
+from licshift.rules import pacing
+from licshift.rules.outcomes import Event
+from licshift.services import quota, telemetry
+from licshift.services.runtime import Runtime
 from licshift.settings import Settings
-from licshift.storeport import WorkQueue
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 LOOKBACK = timedelta(minutes=10)

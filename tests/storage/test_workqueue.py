@@ -9,18 +9,18 @@ import inspect
 import pytest
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
-from licshift.settings import Settings, SettingsError
-from licshift.storeport import WorkQueue as WorkQueuePort
-from licshift.workqueue import (
+from licshift.adapters.queues import (
     MAX_DELAY_SECONDS,
     MessageGone,
-    WorkQueue,
+    StorageQueues,
     check_queue_name,
     delay_to_visibility,
 )
+from licshift.ports.store import WorkQueue as WorkQueuePort
+from licshift.settings import Settings, SettingsError
 
 
-async def receive_within(queues: WorkQueue, queue: str, seconds: float) -> list[str]:
+async def receive_within(queues: StorageQueues, queue: str, seconds: float) -> list[str]:
     """Poll until something arrives (or give up): the bodies, decoded."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
@@ -35,7 +35,7 @@ async def receive_within(queues: WorkQueue, queue: str, seconds: float) -> list[
 @pytest.mark.parametrize("name", ["ensure_queues", "send"])
 def test_work_queue_offers_the_protocol_methods_with_their_parameters(name: str) -> None:
     wanted = inspect.signature(getattr(WorkQueuePort, name)).parameters
-    offered = inspect.signature(getattr(WorkQueue, name)).parameters
+    offered = inspect.signature(getattr(StorageQueues, name)).parameters
     assert [(p, offered[p].kind, offered[p].default) for p in offered] == [
         (p, wanted[p].kind, wanted[p].default) for p in wanted
     ]
@@ -49,12 +49,12 @@ def test_bad_queue_names_are_refused_with_the_rule(name: str) -> None:
 
 def test_a_queue_whose_poison_queue_name_would_be_too_long_is_refused() -> None:
     with pytest.raises(SettingsError, match="-poison"):
-        WorkQueue("UseDevelopmentStorage=true", removals_queue="r" * 60)
+        StorageQueues("UseDevelopmentStorage=true", removals_queue="r" * 60)
 
 
 def test_from_settings_without_storage_says_what_to_set() -> None:
     with pytest.raises(SettingsError, match="LicshiftStorage"):
-        WorkQueue.from_settings(Settings())
+        StorageQueues.from_settings(Settings())
 
 
 def test_delays_round_up_to_whole_seconds_and_clamp_to_seven_days() -> None:
@@ -69,7 +69,7 @@ def test_delays_round_up_to_whole_seconds_and_clamp_to_seven_days() -> None:
 
 
 async def test_ensure_queues_creates_the_work_and_poison_queues(
-    work_queue: WorkQueue, storage_connection_string: str
+    work_queue: StorageQueues, storage_connection_string: str
 ) -> None:
     await work_queue.ensure_queues()  # idempotent
     async with QueueServiceClient.from_connection_string(storage_connection_string) as service:
@@ -79,7 +79,7 @@ async def test_ensure_queues_creates_the_work_and_poison_queues(
         assert f"{queue}-poison" in names
 
 
-async def test_messages_are_base64_on_the_wire(work_queue: WorkQueue, storage_connection_string: str) -> None:
+async def test_messages_are_base64_on_the_wire(work_queue: StorageQueues, storage_connection_string: str) -> None:
     body = '{"wave": "w1", "note": "Zoë ✓"}'
     await work_queue.send(work_queue.removals_queue, body)
     plain = QueueClient.from_connection_string(storage_connection_string, work_queue.removals_queue)
@@ -95,7 +95,7 @@ async def test_messages_are_base64_on_the_wire(work_queue: WorkQueue, storage_co
     assert await work_queue.approximate_count(work_queue.removals_queue) == 0
 
 
-async def test_a_delayed_message_stays_invisible_until_its_delay(work_queue: WorkQueue) -> None:
+async def test_a_delayed_message_stays_invisible_until_its_delay(work_queue: StorageQueues) -> None:
     queue = work_queue.removals_queue
     await work_queue.send(queue, "later", delay_seconds=1.5)  # visible after 2 s (rounded up)
     await work_queue.send(queue, "now")
@@ -105,7 +105,7 @@ async def test_a_delayed_message_stays_invisible_until_its_delay(work_queue: Wor
     assert await receive_within(work_queue, queue, 10) == ["later"]
 
 
-async def test_send_many_sends_everything(work_queue: WorkQueue) -> None:
+async def test_send_many_sends_everything(work_queue: StorageQueues) -> None:
     queue = work_queue.waves_queue
     sent = await work_queue.send_many(queue, [(f"m{i}", 0.0) for i in range(40)], concurrency=8)
     assert sent == 40
@@ -116,7 +116,7 @@ async def test_send_many_sends_everything(work_queue: WorkQueue) -> None:
 
 
 async def test_a_message_that_is_not_base64_is_reported_not_fatal(
-    work_queue: WorkQueue, storage_connection_string: str
+    work_queue: StorageQueues, storage_connection_string: str
 ) -> None:
     queue = work_queue.waves_queue
     async with QueueClient.from_connection_string(storage_connection_string, queue) as plain:
@@ -131,7 +131,7 @@ async def test_a_message_that_is_not_base64_is_reported_not_fatal(
     assert "TextBase64EncodePolicy" in bad.decode_error
 
 
-async def test_release_and_poison_copy_keep_the_original_text(work_queue: WorkQueue) -> None:
+async def test_release_and_poison_copy_keep_the_original_text(work_queue: StorageQueues) -> None:
     queue = work_queue.removals_queue
     await work_queue.send(queue, "payload")
     [first] = await work_queue.receive(queue, visibility_timeout=60)

@@ -12,13 +12,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from licshift.answers import Answer, Verdict, request_id_in
 from licshift.cli.context import Context, local_settings, readme_defaults, settings_env
 from licshift.cli.exitcodes import EnvironmentProblem, ExitCode
 from licshift.cli.main import parser, run
 from licshift.cli.waiting import answer_exit, wave_exit, wave_summary
-from licshift.decide import Policy
-from licshift.messages import (
+from licshift.rules.answers import Answer, Verdict, request_id_in
+from licshift.rules.decide import Policy
+from licshift.rules.messages import (
     Command,
     KillSwitch,
     MalformedMessage,
@@ -27,7 +27,7 @@ from licshift.messages import (
     encode_waves_message,
     parse_waves_message,
 )
-from licshift.waves import Selection, Wave, WaveCounters, WaveStatus
+from licshift.rules.waves import Selection, Wave, WaveCounters, WaveStatus
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 WAVE_ID = "3f2a1b2c-0000-4000-8000-000000000001"

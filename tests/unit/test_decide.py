@@ -1,5 +1,5 @@
 """Worked examples of the decision rule, following Microsoft's procedure for moving users from direct
-to group-based licensing (graph-facts §4.1, §4.3), on the real Office 365 E3 (ENTERPRISEPACK) SKU.
+to group-based licensing (docs/graph.md §4.1, §4.3), on the real Office 365 E3 (ENTERPRISEPACK) SKU.
 
 Every license state below is parsed from the JSON Graph returns (LicenseAssignmentState.from_graph),
 so the examples also cover the payload quirks: `error` as null or "None", GUIDs in any case.
@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from licshift import decide as decide_module
-from licshift.decide import (
+from licshift.rules import decide as decide_module
+from licshift.rules.decide import (
     PROCESSING_COMPLETE,
     Block,
     BlockReason,
@@ -27,7 +27,7 @@ from licshift.decide import (
     decide,
     lost_plans,
 )
-from licshift.licenses import BLANK_ERROR, LicenseAssignmentState, ServicePlan, Sku
+from licshift.rules.licenses import BLANK_ERROR, LicenseAssignmentState, ServicePlan, Sku
 
 E3_SKU_ID = "6fd2c87f-b296-42f0-b197-1e91e994b900"
 EMS_SKU_ID = "efccb6f7-5641-4e0e-bd10-b4976e1bf68e"  # Enterprise Mobility + Security E3, another SKU
@@ -180,7 +180,7 @@ def test_two_healthy_entries_from_the_wave_group_still_remove() -> None:
     assert run(entry(), entry(WAVE_GROUP), entry(WAVE_GROUP, error=None)) == Remove(E3_SKU_ID, frozenset())
 
 
-# --- Microsoft's service-plan check (PSEX step 9c), done per source ------------------------------
+# --- Microsoft's service-plan check (docs/graph.md §4.1), done per source ------------------------------
 
 
 def test_group_disabling_a_plan_the_direct_assignment_enables_blocks_naming_the_plan() -> None:
@@ -292,7 +292,7 @@ def test_stale_plan_id_in_the_direct_snapshot_is_kept_for_the_restore() -> None:
     assert run(entry(disabled=[retired]), entry(WAVE_GROUP)) == Remove(E3_SKU_ID, frozenset({retired}))
 
 
-# --- Policy `identical` (MIG: "direct and group licenses enable exactly the same services") -------
+# --- Policy `identical` (docs/graph.md §4.3: "direct and group licenses enable exactly the same services") -------
 
 
 def test_identical_blocks_when_the_group_enables_more_than_the_direct_assignment() -> None:

@@ -1,7 +1,7 @@
 """The decision rule against safety contract S1, checked by hypothesis against an independent model.
 
 The model below works on the raw Graph payloads (dicts, ids in any case) and knows nothing of
-licshift.licenses or licshift.decide beyond the public decide() call and its result types: it lower-
+licshift.rules.licenses or licshift.rules.decide beyond the public decide() call and its result types: it lower-
 cases ids itself, treats `error` null and "None" alike (and anything else, a blank included, as an
 error), requires every entry from the wave's group to be healthy, and computes a user's effective plans of the
 SKU as the union, over sources that are Active and error-free, of (the SKU's plans - disabledPlans).
@@ -20,7 +20,7 @@ from typing import Any
 from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
 
-from licshift.decide import (
+from licshift.rules.decide import (
     PROCESSING_COMPLETE,
     Block,
     BlockReason,
@@ -31,7 +31,7 @@ from licshift.decide import (
     SkipReason,
     decide,
 )
-from licshift.licenses import LicenseAssignmentState, ServicePlan, Sku
+from licshift.rules.licenses import LicenseAssignmentState, ServicePlan, Sku
 
 SKU_ID = "6fd2c87f-b296-42f0-b197-1e91e994b900"
 OTHER_SKU_ID = "efccb6f7-5641-4e0e-bd10-b4976e1bf68e"

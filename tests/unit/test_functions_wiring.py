@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from licshift.localrun import load_function_app
 from licshift.settings import STORAGE_CONNECTION, Settings
+from licshift_local.stack import load_function_app
 
 function_app = load_function_app()
 assert function_app.__file__ is not None
@@ -21,7 +21,7 @@ ROOT = Path(function_app.__file__).resolve().parent
 @pytest.fixture
 def functions() -> dict[str, Any]:
     app = function_app.app
-    app.functions_bindings = None  # get_functions() is not idempotent (see environment.md)
+    app.functions_bindings = None  # get_functions() raises on a second call (duplicate function names)
     try:
         return {f.get_function_name(): f for f in app.get_functions()}
     finally:

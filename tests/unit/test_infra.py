@@ -22,10 +22,10 @@ import yaml
 from packaging.specifiers import SpecifierSet
 from pycep import BicepParser
 
-from licshift import telemetry
-from licshift.ledger import table_names
+from licshift.adapters.entities import table_names
+from licshift.adapters.queues import poison_queue
+from licshift.services import telemetry
 from licshift.settings import STORAGE_CONNECTION, Settings
-from licshift.workqueue import poison_queue
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -232,7 +232,7 @@ def _logged_kinds() -> set[str]:
     """Event kinds plus the record kinds logged directly with extra={"licshift_kind": ...}."""
     direct = {
         kind
-        for path in (ROOT / "src" / "licshift").glob("*.py")
+        for path in (ROOT / "src" / "licshift").rglob("*.py")
         for kind in re.findall(r'"licshift_kind":\s*"([a-z-]+)"', path.read_text())
     }
     return _telemetry_kinds() | direct
@@ -618,7 +618,7 @@ def test_graph_permissions_are_off_in_the_deployment_by_default_and_least_privil
 
 def test_the_apps_permission_hint_names_the_roles_the_deployment_grants() -> None:
     """A 403 from Graph tells the admin what to grant: the same list the hook and the Bicep grant."""
-    from licshift.graph import GRAPH_PERMISSIONS
+    from licshift.adapters.graph import GRAPH_PERMISSIONS
 
     named = re.split(r", | and ", GRAPH_PERMISSIONS)
     assert sorted(named) == sorted(graph_app_roles())

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from licshift.licenses import (
+from licshift.rules.licenses import (
     BLANK_ERROR,
     DirectAssignment,
     InvalidId,

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from licshift.decide import Policy
-from licshift.messages import (
+from licshift.rules.decide import Policy
+from licshift.rules.messages import (
     MAX_SKUS,
     Command,
     KillSwitch,
@@ -28,7 +28,7 @@ from licshift.messages import (
     queue_text,
     stored_text,
 )
-from licshift.waves import Selection, SelectionKind
+from licshift.rules.waves import Selection, SelectionKind
 
 GROUP = "0f5c3a50-6b7a-4a0e-9c51-3f1b7d2a8e10"
 WAVE = "6a1f0b1e-2c3d-4e5f-8a9b-0c1d2e3f4a5b"

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from licshift.pacing import (
+from licshift.rules.pacing import (
     Pacing,
     PacingLimits,
     Quota,

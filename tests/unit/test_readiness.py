@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from factories import E3, GROUP, user_id
-from licshift.decide import PROCESSING_COMPLETE
-from licshift.graphport import AssignedLicense, GroupLicenseInfo, UserLicenses
-from licshift.licenses import LicenseAssignmentState, ServicePlan, Sku
-from licshift.readiness import assess
+from licshift.ports.graph import AssignedLicense, GroupLicenseInfo, UserLicenses
+from licshift.rules.decide import PROCESSING_COMPLETE
+from licshift.rules.licenses import LicenseAssignmentState, ServicePlan, Sku
+from licshift.services.readiness import assess
 
 EXO, TEAMS, SWAY = (f"{n}{n}{n}{n}{n}{n}{n}{n}-0000-4000-8000-000000000000" for n in "123")
 SKU = Sku(

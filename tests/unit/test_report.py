@@ -12,11 +12,11 @@ from html.parser import HTMLParser
 from hypothesis import given
 from hypothesis import strategies as st
 
-from licshift.decide import Policy
-from licshift.licenses import DirectAssignment
-from licshift.outcomes import Outcome, OutcomeStatus
-from licshift.report import COLUMNS, ReportFormat, render
-from licshift.waves import Selection, Wave, WaveStatus
+from licshift.rules.decide import Policy
+from licshift.rules.licenses import DirectAssignment
+from licshift.rules.outcomes import Outcome, OutcomeStatus
+from licshift.rules.waves import Selection, Wave, WaveStatus
+from licshift.services.report import COLUMNS, ReportFormat, render
 
 SKU = "6fd2c87f-b296-42f0-b197-1e91e994b900"
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

@@ -9,16 +9,16 @@ from datetime import timedelta
 import pytest
 
 from factories import E3, GROUP, T0, user_id, wave
-from licshift.answers import Verdict
-from licshift.decide import Block, BlockReason, Remove, Skip, SkipReason
-from licshift.graphport import UserLicenses
-from licshift.intake import Rejection, _duplicate_start, _resolve_skus
-from licshift.licenses import DirectAssignment, LicenseAssignmentState, ServicePlan, Sku
-from licshift.messages import StartWave
-from licshift.outcomes import OutcomeStatus
-from licshift.removal import _stop
-from licshift.scheduler import STALE_MINIMUM, Budget, _needs_work, outcome_for, stale_after
-from licshift.waves import Selection, SelectionKind, WaveCounters, WaveStatus
+from licshift.ports.graph import UserLicenses
+from licshift.rules.answers import Verdict
+from licshift.rules.decide import Block, BlockReason, Remove, Skip, SkipReason
+from licshift.rules.licenses import DirectAssignment, LicenseAssignmentState, ServicePlan, Sku
+from licshift.rules.messages import StartWave
+from licshift.rules.outcomes import OutcomeStatus
+from licshift.rules.waves import Selection, SelectionKind, WaveCounters, WaveStatus
+from licshift.services.intake import Rejection, _duplicate_start, _resolve_skus
+from licshift.services.remover import _stop
+from licshift.services.scheduler import STALE_MINIMUM, Budget, _needs_work, outcome_for, stale_after
 
 EXO, SPO, TEAMS = (f"{n:08d}-1111-4111-8111-111111111111" for n in (1, 2, 3))
 E3_SKU = Sku(

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from licshift.decide import Policy
+from licshift.rules.decide import Policy
 from licshift.settings import (
     DEFAULT_GRAPH_ENDPOINT,
     SETTINGS_TABLE,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from licshift.graphport import AssignedLicense, GroupLicenseInfo
-from licshift.licenses import GroupOptions
-from licshift.outcomes import Outcome, OutcomeStatus
-from licshift.settle import changed_groups, due, refreshed
+from licshift.ports.graph import AssignedLicense, GroupLicenseInfo
+from licshift.rules.licenses import GroupOptions
+from licshift.rules.outcomes import Outcome, OutcomeStatus
+from licshift.services.settle import changed_groups, due, refreshed
 
 SKU = "6fd2c87f-b296-42f0-b197-1e91e994b900"
 OTHER_SKU = "efccb6f7-5641-4e0e-bd10-b4976e1bf68e"

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from factories import E3, GROUP, T0, wave
-from licshift.outcomes import Outcome, OutcomeStatus
-from licshift.waves import (
+from licshift.rules.outcomes import Outcome, OutcomeStatus
+from licshift.rules.waves import (
     FINAL_STATUSES,
     REMOVALS_ALLOWED,
     Refused,

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from licshift import telemetry
-from licshift.decide import BlockReason
-from licshift.outcomes import Event, Outcome, OutcomeStatus
+from licshift.rules.decide import BlockReason
+from licshift.rules.outcomes import Event, Outcome, OutcomeStatus
+from licshift.services import telemetry
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKBOOK = ROOT / "infra" / "app" / "workbook.json"

@@ -16,10 +16,10 @@ from licshift.cli.directory import UNREACHABLE, Directory, _pick_sku, graph_prob
 from licshift.cli.exitcodes import EnvironmentProblem, ExitCode, UsageError
 from licshift.cli.output import table
 from licshift.cli.parsing import add_command, add_json
-from licshift.decide import Policy
-from licshift.fixes import ERROR_FIXES
-from licshift.graphport import UserLicenses
-from licshift.readiness import FIRST_NAMES, Readiness, assess
+from licshift.ports.graph import UserLicenses
+from licshift.rules.decide import Policy
+from licshift.rules.fixes import ERROR_FIXES
+from licshift.services.readiness import FIRST_NAMES, Readiness, assess
 
 
 def register(sub: Any) -> None:

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from licshift.cli.exitcodes import EnvironmentProblem, UsageError
-from licshift.graphport import GraphError, GroupLicenseInfo, NotFound, SkuSubscription, UserLicenses
-from licshift.licenses import InvalidId, guid, is_guid
+from licshift.ports.graph import GraphError, GroupLicenseInfo, NotFound, SkuSubscription, UserLicenses
+from licshift.rules.licenses import InvalidId, guid, is_guid
 from licshift.settings import Settings
 
 if TYPE_CHECKING:
-    from licshift.graph import GraphAdapter
+    from licshift.adapters.graph import GraphAdapter
 
 LOOKUP_CONCURRENCY = 8
 
@@ -119,7 +119,7 @@ class Directory:
 
     async def resolve_users(self, refs: Sequence[str]) -> list[str]:
         """Object ids as given; UPNs looked up (each must exist)."""
-        from licshift.graph import user_key
+        from licshift.adapters.graph import user_key
 
         ids: list[str] = []
         names: list[str] = []
@@ -178,7 +178,7 @@ class Names:
 
 @contextlib.asynccontextmanager
 async def open_directory(settings: Settings) -> AsyncIterator[Directory]:
-    from licshift.graph import GraphAdapter
+    from licshift.adapters.graph import GraphAdapter
 
     try:
         adapter = GraphAdapter.from_settings(settings, interactive=True)

@@ -13,7 +13,7 @@ from licshift.cli.exitcodes import ExitCode
 from licshift.cli.output import short_id, table
 from licshift.cli.parsing import add_command, add_json
 from licshift.cli.storage import open_storage
-from licshift.outcomes import DriftState
+from licshift.rules.outcomes import DriftState
 
 
 def register(sub: Any) -> None:

@@ -13,15 +13,15 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from licshift import telemetry
 from licshift.cli.context import Context
 from licshift.cli.exitcodes import EnvironmentProblem, ExitCode
 from licshift.cli.output import confirm
 from licshift.cli.parsing import add_command, add_json
 from licshift.cli.storage import Storage, open_storage
 from licshift.cli.waves import default_requester
-from licshift.outcomes import Event, Severity
-from licshift.storeport import ConcurrencyConflict
+from licshift.ports.store import ConcurrencyConflict
+from licshift.rules.outcomes import Event, Severity
+from licshift.services import telemetry
 
 SAVE_ATTEMPTS = 5
 

@@ -21,9 +21,10 @@ from importlib import metadata
 from types import ModuleType
 from typing import NoReturn
 
-from licshift.cli import check, demo, dev, directory, drift, killswitch, report, sim, status, waves
+from licshift.cli import check, directory, drift, killswitch, report, status, waves
 from licshift.cli.context import Context
 from licshift.cli.exitcodes import EXIT_CODES_HELP, CliError, ExitCode
+from licshift_local import demo, dev, sim
 
 AREAS: tuple[ModuleType, ...] = (directory, check, waves, status, report, drift, killswitch, dev, sim, demo)
 
@@ -87,7 +88,7 @@ def _describe(exc: BaseException) -> CliError:
             f"storage call failed ({type(exc).__name__}: {first}); check LicshiftStorage (or the "
             "LicshiftStorage__queueServiceUri/__tableServiceUri settings), that storage is running, and your access"
         )
-    from licshift.ledger import LedgerCorrupt
+    from licshift.adapters.entities import LedgerCorrupt
 
     if isinstance(exc, LedgerCorrupt):
         return CliError(f"{first}; the ledger row was changed by hand or by another licshift version")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
 
-from licshift.waves import Wave
+from licshift.rules.waves import Wave
 
 BAR_WIDTH = 30
 

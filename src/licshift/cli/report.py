@@ -13,8 +13,8 @@ from licshift.cli.context import Context
 from licshift.cli.exitcodes import ExitCode, UsageError
 from licshift.cli.parsing import add_command
 from licshift.cli.storage import open_storage
-from licshift.outcomes import OutcomeStatus
-from licshift.report import ReportFormat, render
+from licshift.rules.outcomes import OutcomeStatus
+from licshift.services.report import ReportFormat, render
 
 
 def register(sub: Any) -> None:

@@ -7,7 +7,7 @@ import re
 from licshift.cli.exitcodes import UsageError
 from licshift.cli.output import short_id
 from licshift.cli.storage import Storage
-from licshift.licenses import guid, is_guid
+from licshift.rules.licenses import guid, is_guid
 
 _PREFIX = re.compile(r"[0-9a-fA-F-]{1,36}")
 

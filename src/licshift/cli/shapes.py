@@ -8,9 +8,9 @@ import dataclasses
 from typing import Any
 
 from licshift.cli.directory import Names
-from licshift.messages import selection_json
-from licshift.outcomes import Event, Outcome
-from licshift.waves import Wave
+from licshift.rules.messages import selection_json
+from licshift.rules.outcomes import Event, Outcome
+from licshift.rules.waves import Wave
 
 
 def _time(value: object) -> str | None:

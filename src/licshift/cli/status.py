@@ -6,7 +6,6 @@ import argparse
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from licshift import telemetry
 from licshift.cli import resolve
 from licshift.cli.context import Context
 from licshift.cli.directory import Names, names_for
@@ -16,8 +15,9 @@ from licshift.cli.parsing import add_command, add_json, seconds
 from licshift.cli.shapes import event_json, wave_json
 from licshift.cli.storage import Storage, open_storage
 from licshift.cli.waiting import ENDED, follow_wave, timeout_summary, wave_exit, wave_summary
-from licshift.outcomes import Control, Event
-from licshift.waves import Wave, WaveStatus
+from licshift.rules.outcomes import Control, Event
+from licshift.rules.waves import Wave, WaveStatus
+from licshift.services import telemetry
 
 TIMELINE_EVENTS = 30
 KILL_SWITCH_LOOKBACK = timedelta(days=400)

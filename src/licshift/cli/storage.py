@@ -9,16 +9,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from licshift.adapters.ledger import Ledger
+from licshift.adapters.queues import StorageQueues
 from licshift.cli.exitcodes import EnvironmentProblem
-from licshift.ledger import Ledger
 from licshift.settings import STORAGE_CONNECTION, Settings, SettingsError
-from licshift.workqueue import WorkQueue
 
 
 @dataclass(frozen=True)
 class Storage:
     ledger: Ledger
-    queue: WorkQueue
+    queue: StorageQueues
     settings: Settings
 
 
@@ -32,7 +32,7 @@ async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
     ledger: Ledger | None = None
     try:
         ledger = Ledger.from_settings(settings, credential)
-        queue = WorkQueue.from_settings(settings, credential)
+        queue = StorageQueues.from_settings(settings, credential)
     except ValueError as exc:  # SettingsError, or the SDK refusing a malformed connection string
         if ledger is not None:
             await ledger.aclose()

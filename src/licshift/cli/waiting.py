@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from licshift.answers import Answer, Verdict
 from licshift.cli.exitcodes import ExitCode
 from licshift.cli.output import Output, progress_bar, short_id
 from licshift.cli.storage import Storage
-from licshift.waves import FINAL_STATUSES, Wave, WaveStatus
+from licshift.rules.answers import Answer, Verdict
+from licshift.rules.waves import FINAL_STATUSES, Wave, WaveStatus
 
 ANSWER_POLL_SECONDS = 0.5
 WAVE_POLL_SECONDS = 1.0

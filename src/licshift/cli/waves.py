@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from licshift.answers import Answer, Verdict
 from licshift.cli import resolve
 from licshift.cli.context import Context
 from licshift.cli.directory import Names, names_for, open_directory
@@ -24,8 +23,9 @@ from licshift.cli.parsing import add_command, add_json, bounded, seconds, whole
 from licshift.cli.shapes import outcome_json, wave_json
 from licshift.cli.storage import Storage, open_storage
 from licshift.cli.waiting import answer_exit, answer_for, follow_wave, timeout_summary, wave_exit, wave_summary
-from licshift.licenses import is_guid
-from licshift.messages import (
+from licshift.rules.answers import Answer, Verdict
+from licshift.rules.licenses import is_guid
+from licshift.rules.messages import (
     Command,
     MalformedMessage,
     StartWave,
@@ -33,7 +33,7 @@ from licshift.messages import (
     encode_waves_message,
     parse_waves_message,
 )
-from licshift.outcomes import Outcome, OutcomeStatus
+from licshift.rules.outcomes import Outcome, OutcomeStatus
 from licshift.settings import Settings
 
 ANSWER_TIMEOUT = 60.0

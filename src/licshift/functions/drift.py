@@ -1,10 +1,11 @@
-"""drift_watch: the drift timer (report only; see licshift.drift for why)."""
+"""drift_watch: the drift timer (report only; see licshift.services.drift for why)."""
 
 from __future__ import annotations
 
 import azure.functions as func
 
-from licshift import drift, runtime
+from licshift.functions import runtime
+from licshift.services import drift
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # its __init__ has no annotations
 

@@ -1,10 +1,11 @@
-"""wave_intake: the waves queue trigger. Parses the binding, hands the text to licshift.intake."""
+"""wave_intake: the waves queue trigger. Parses the binding, hands the text to licshift.services.intake."""
 
 from __future__ import annotations
 
 import azure.functions as func
 
-from licshift import intake, runtime
+from licshift.functions import runtime
+from licshift.services import intake
 from licshift.settings import STORAGE_CONNECTION
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # its __init__ has no annotations

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from licshift import intake, removal, runtime
+from licshift.functions import runtime
+from licshift.services import intake, remover
 from licshift.settings import STORAGE_CONNECTION
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # its __init__ has no annotations
@@ -18,4 +19,4 @@ async def waves_poison(msg: func.QueueMessage) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name="%LICSHIFT_REMOVALS_QUEUE%-poison", connection=STORAGE_CONNECTION)
 async def removals_poison(msg: func.QueueMessage) -> None:
-    await removal.handle_poison_body(runtime.current(), msg.get_body(), msg.dequeue_count or 0)
+    await remover.handle_poison_body(runtime.current(), msg.get_body(), msg.dequeue_count or 0)

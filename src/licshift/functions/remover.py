@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from licshift import quota, removal, runtime
+from licshift.functions import runtime
+from licshift.services import quota, remover
 from licshift.settings import STORAGE_CONNECTION
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # its __init__ has no annotations
@@ -14,7 +15,7 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]  # its __init__ has no an
 async def remove_direct_license(msg: func.QueueMessage) -> None:
     rt = runtime.current()
     try:
-        await removal.handle_task_body(rt, msg.get_body())
+        await remover.handle_task_body(rt, msg.get_body())
     finally:
         # Graph's usage header, seen on this task's answers, goes to the scheduler's pacing.
         await quota.usage_reporter.report(rt)

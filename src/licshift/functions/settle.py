@@ -1,10 +1,11 @@
-"""settle_check: the settle timer (S3 over the settle window; see licshift.settle)."""
+"""settle_check: the settle timer (S3 over the settle window; see licshift.services.settle)."""
 
 from __future__ import annotations
 
 import azure.functions as func
 
-from licshift import runtime, settle
+from licshift.functions import runtime
+from licshift.services import settle
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # its __init__ has no annotations
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from licshift import runtime, scheduler
+from licshift.functions import runtime
+from licshift.services import scheduler
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # its __init__ has no annotations
 

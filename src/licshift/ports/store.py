@@ -1,0 +1,116 @@
+"""The narrow interfaces the core uses for durable state (Table Storage) and work (Storage queues).
+
+Pure: no Azure SDK import. `licshift.adapters.ledger.Ledger` and `licshift.adapters.queues.StorageQueues` implement them
+over azure-data-tables and azure-storage-queue; tests run those against Azurite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, Protocol, TypeVar
+
+from licshift.rules.answers import Answer
+from licshift.rules.outcomes import Control, DriftState, Event, Outcome, OutcomeStatus, TickLease
+from licshift.rules.waves import Wave
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Versioned(Generic[T]):
+    """A record with the ETag it was read at, for optimistic concurrency."""
+
+    value: T
+    etag: str
+
+
+class ConcurrencyConflict(Exception):
+    """The record changed since it was read (ETag mismatch) or already exists: read again, re-decide."""
+
+
+class LedgerStore(Protocol):
+    async def ensure_tables(self) -> None: ...
+
+    # Waves: PartitionKey "wave", RowKey wave_id.
+    async def create_wave(self, wave: Wave) -> str:
+        """Insert; raises ConcurrencyConflict if the id exists. Returns the ETag."""
+        ...
+
+    async def get_wave(self, wave_id: str) -> Versioned[Wave] | None: ...
+
+    async def save_wave(self, wave: Wave, etag: str) -> str:
+        """Replace if unchanged since `etag`, else ConcurrencyConflict. Returns the new ETag."""
+        ...
+
+    async def list_waves(self) -> list[Wave]: ...
+
+    # Outcomes: PartitionKey wave_id, RowKey outcome_key(user_id, sku_id).
+    async def put_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        """Upsert in transactions of at most 100, one partition each (scan results)."""
+        ...
+
+    async def get_outcome(self, wave_id: str, user_id: str, sku_id: str) -> Versioned[Outcome] | None: ...
+
+    async def save_outcome(self, outcome: Outcome, etag: str | None) -> str:
+        """Replace if unchanged since `etag` (insert if etag is None and absent), else ConcurrencyConflict."""
+        ...
+
+    def iter_outcomes(
+        self,
+        wave_id: str,
+        *,
+        statuses: Collection[OutcomeStatus] | None = None,
+        after_key: str = "",
+        limit: int | None = None,
+        fields: Collection[str] | None = None,
+    ) -> AsyncIterator[Outcome]:
+        """Outcomes of a wave in RowKey order, optionally only some statuses, after a RowKey, and only
+        the named Outcome `fields` (the rest left at their defaults; never save such a row)."""
+        ...
+
+    # Control: one row.
+    async def get_control(self) -> Versioned[Control]: ...
+
+    async def save_control(self, control: Control, etag: str | None) -> str: ...
+
+    # The tick lease: one row beside the control row (lease.py).
+    async def get_lease(self) -> Versioned[TickLease]: ...
+
+    async def save_lease(self, lease: TickLease, etag: str | None) -> str:
+        """Conditional on `etag` (None: create); ConcurrencyConflict if someone else changed it."""
+        ...
+
+    # Pacing: one row beside the control row, the scheduler's write-window model as JSON text.
+    async def get_pacing(self) -> Versioned[str]: ...
+
+    async def save_pacing(self, model: str, etag: str | None, now: datetime) -> str:
+        """Replace if unchanged since `etag` (insert if etag is empty), else ConcurrencyConflict."""
+        ...
+
+    # Answers: Control table, PartitionKey "answer", RowKey request_id.
+    async def record_answer(self, answer: Answer) -> None: ...
+
+    async def get_answer(self, request_id: str) -> Answer | None: ...
+
+    # Events: PartitionKey = UTC date (yyyymmdd), RowKey = inverted time + random (newest first).
+    async def record_event(self, event: Event) -> None: ...
+
+    def iter_events(self, since: datetime, kinds: Collection[str] | None = None) -> AsyncIterator[Event]: ...
+
+    async def put_drift(self, rows: Sequence[DriftState]) -> None:
+        """Upsert drift state rows, one per (user, SKU)."""
+        ...
+
+    def iter_drift(self) -> AsyncIterator[DriftState]:
+        """Every drift state row, open and cleared."""
+        ...
+
+
+class WorkQueue(Protocol):
+    async def ensure_queues(self) -> None: ...
+
+    async def send(self, queue: str, body: str, *, delay_seconds: float = 0.0) -> None:
+        """Put a message (base64 text, as the Functions host expects) visible after `delay_seconds`."""
+        ...
