@@ -18,7 +18,7 @@ from licshift.rules.outcomes import OutcomeStatus
 from licshift.rules.waves import Selection, SelectionKind, WaveCounters, WaveStatus
 from licshift.services.intake import Rejection, _duplicate_start, _resolve_skus
 from licshift.services.remover import _stop
-from licshift.services.scheduler import STALE_MINIMUM, Budget, _needs_work, outcome_for, stale_after
+from licshift.services.scheduler import STALE_MINIMUM, Budget, _needs_work, _Scan, outcome_for, stale_after
 
 EXO, SPO, TEAMS = (f"{n:08d}-1111-4111-8111-111111111111" for n in (1, 2, 3))
 E3_SKU = Sku(
@@ -169,3 +169,28 @@ def test_the_same_start_again_is_a_duplicate_and_a_different_one_with_its_id_is_
     assert _duplicate_start(existing, same).verdict is Verdict.DUPLICATE
     with pytest.raises(Rejection, match="already used by a different wave"):
         _duplicate_start(existing, replace(same, dry_run=True))
+
+
+# --- the scan's plan -----------------------------------------------------------------------------
+
+
+def test_the_scan_counts_rows_per_license_and_users_once_per_outcome() -> None:
+    ems = Sku(EMS, "EMS")
+    scan = _Scan(wave(WaveStatus.SCANNING, sku_ids=(E3, EMS)), {E3: E3_SKU, EMS: ems}, T0)
+    both = member(
+        LicenseAssignmentState(E3, None),
+        LicenseAssignmentState(E3, GROUP),
+        LicenseAssignmentState(EMS, None),
+        LicenseAssignmentState(EMS, GROUP),
+    )
+    scan.selected = 3
+    scan.add(both)
+    scan.add(member(LicenseAssignmentState(E3, GROUP)))
+    scan.add_missing(user_id(9))
+    assert [(r.sku_id, r.status) for r in scan.batch[:2]] == [(E3, OutcomeStatus.PLANNED), (EMS, OutcomeStatus.PLANNED)]
+    assert scan.rows == {OutcomeStatus.PLANNED: 2, OutcomeStatus.BLOCKED: 0, OutcomeStatus.SKIPPED: 4}
+    assert scan.user_counts() == {"to_remove": 1, "blocked": 0, "skipped": 2, "selected": 3}
+    missing = scan.batch[-1]
+    assert (missing.user_id, missing.reason, missing.status) == (user_id(9), "user-not-found", OutcomeStatus.SKIPPED)
+    counters = scan.counters()
+    assert (counters.selected, counters.to_remove, counters.planned, counters.skipped) == (3, 2, 2, 4)

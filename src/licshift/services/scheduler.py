@@ -34,8 +34,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from licshift.ports.graph import GraphError, NotFound, Throttled, UserLicenses
-from licshift.ports.store import ConcurrencyConflict, Versioned
+from licshift.ports.graph import GraphError, GroupLicenseInfo, NotFound, Throttled, UserLicenses
+from licshift.ports.store import ConcurrencyConflict, LedgerStore, Versioned
 from licshift.rules import pacing
 from licshift.rules.decide import PROCESSING_COMPLETE, Block, Decision, Remove, Skip, decide
 from licshift.rules.licenses import DirectAssignment, Sku, direct_assignment, effective_plans, has_effective_sku
@@ -348,118 +348,167 @@ def outcome_for(wave: Wave, user: UserLicenses, sku: Sku, decision: Decision, no
     )
 
 
-async def _scanning(h: _Handle) -> None:
-    rt, wave, now = h.ctx.rt, h.wave, h.ctx.now
-    try:
-        info = await rt.graph.group_license_info(wave.group_id)
-    except NotFound:
-        await h.move(WaveEvent.GROUP_GONE, f"group {wave.group_id} no longer exists")
-        return
-    if info.processing_state != PROCESSING_COMPLETE:
-        await h.move(WaveEvent.PROCESSING_INCOMPLETE, f"group license processing is {info.processing_state}; waiting")
-        return
-    skus = await _skus(h)
-    if skus is None:
-        return
-    selection = wave.selection
-    members = selected = 0
-    counts = {OutcomeStatus.PLANNED: 0, OutcomeStatus.BLOCKED: 0, OutcomeStatus.SKIPPED: 0}
-    users = dict.fromkeys(counts, 0)  # users, not (user, SKU) rows: what the workbook's progress shows
-    batch: list[Outcome] = []
-    seen_listed: set[str] = set()
+_PLAN_STATUSES = (OutcomeStatus.PLANNED, OutcomeStatus.BLOCKED, OutcomeStatus.SKIPPED)
 
-    async def record(user: UserLicenses) -> None:
-        statuses = set()
-        for sku in skus.values():
-            decision = decide(user.states, sku, wave.group_id, wave.policy)
-            row = outcome_for(wave, user, sku, decision, now)
-            counts[row.status] += 1
-            statuses.add(row.status)
-            batch.append(row)
+
+@dataclass
+class _Scan:
+    """The plan a scan builds: one row per selected user and SKU, written in batches of SCAN_BATCH,
+    and what it counted (rows per status, and users: what the workbook's progress shows)."""
+
+    wave: Wave
+    skus: dict[str, Sku]
+    now: datetime
+    members: int = 0
+    selected: int = 0
+    rows: dict[OutcomeStatus, int] = field(default_factory=lambda: dict.fromkeys(_PLAN_STATUSES, 0))
+    users: dict[OutcomeStatus, int] = field(default_factory=lambda: dict.fromkeys(_PLAN_STATUSES, 0))
+    batch: list[Outcome] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+
+    def add(self, user: UserLicenses) -> None:
+        """Decide for the user and every SKU of the wave."""
+        self.seen.add(user.user_id)
+        self._count(
+            [
+                outcome_for(
+                    self.wave, user, sku, decide(user.states, sku, self.wave.group_id, self.wave.policy), self.now
+                )
+                for sku in self.skus.values()
+            ]
+        )
+
+    def add_missing(self, user_id: str) -> None:
+        """A listed user the tenant does not have: skipped, with the reason."""
+        self._count(
+            [
+                Outcome(
+                    wave_id=self.wave.wave_id,
+                    user_id=user_id,
+                    sku_id=sku.sku_id,
+                    status=OutcomeStatus.SKIPPED,
+                    decision="skip",
+                    reason=USER_NOT_FOUND,
+                    detail="no such user in the tenant",
+                    actor=ACTOR,
+                    updated_at=self.now,
+                )
+                for sku in self.skus.values()
+            ]
+        )
+
+    def _count(self, rows: list[Outcome]) -> None:
+        for row in rows:
+            self.rows[row.status] += 1
             if row.status is OutcomeStatus.BLOCKED:
                 # The row is the ledger record; the log line lets the workbook chart blocks by reason
                 # from the scan too, not only those the remover finds on its fresh read.
                 telemetry.outcome_recorded(row)
-        for status in statuses:
-            users[status] += 1
-        if len(batch) >= SCAN_BATCH:
-            await rt.ledger.put_outcomes(batch)
-            batch.clear()
+        for status in {row.status for row in rows}:
+            self.users[status] += 1
+        self.batch += rows
 
+    async def write(self, ledger: LedgerStore, *, all_of_it: bool = False) -> None:
+        if self.batch and (all_of_it or len(self.batch) >= SCAN_BATCH):
+            await ledger.put_outcomes(self.batch)
+            self.batch = []
+
+    def counters(self) -> WaveCounters:
+        planned = self.rows[OutcomeStatus.PLANNED]
+        return replace(
+            self.wave.counters,
+            members=self.members,
+            selected=self.selected,
+            to_remove=planned,
+            planned=planned,
+            blocked=self.rows[OutcomeStatus.BLOCKED],
+            skipped=self.rows[OutcomeStatus.SKIPPED],
+        )
+
+    def user_counts(self) -> dict[str, int]:
+        return {
+            "to_remove": self.users[OutcomeStatus.PLANNED],
+            "blocked": self.users[OutcomeStatus.BLOCKED],
+            "skipped": self.users[OutcomeStatus.SKIPPED],
+            "selected": self.selected,
+        }
+
+
+async def _scanning(h: _Handle) -> None:
+    info = await _group_ready(h)
+    if info is None:
+        return
+    skus = await _skus(h)
+    if skus is None:
+        return
+    scan = _Scan(h.wave, skus, h.ctx.now)
+    if not await _scan_members(h, scan):
+        return
+    await _scan_listed_outsiders(h, scan)
+    await scan.write(h.ctx.rt.ledger, all_of_it=True)
+    counters = scan.counters()
+    what = "plan recorded; nothing written to Graph (dry run)" if h.wave.dry_run else "scan complete"
+    await h.move(
+        WaveEvent.SCANNED,
+        f"{what}: {scan.members} members read, {scan.selected} selected, {counters.to_remove} to remove, "
+        f"{counters.blocked} blocked, {counters.skipped} skipped",
+        counters,
+        data={"names": scan_names(info, skus.values()), "users": scan.user_counts()},
+    )
+
+
+async def _group_ready(h: _Handle) -> GroupLicenseInfo | None:
+    """The wave's group, once its license processing is complete (else the wave waits, or halts if
+    the group is gone)."""
+    try:
+        info = await h.ctx.rt.graph.group_license_info(h.wave.group_id)
+    except NotFound:
+        await h.move(WaveEvent.GROUP_GONE, f"group {h.wave.group_id} no longer exists")
+        return None
+    if info.processing_state != PROCESSING_COMPLETE:
+        await h.move(WaveEvent.PROCESSING_INCOMPLETE, f"group license processing is {info.processing_state}; waiting")
+        return None
+    return info
+
+
+async def _scan_members(h: _Handle, scan: _Scan) -> bool:
+    """Stream the group's members into the plan; False if the selection is too large (wave halted)."""
+    rt, wave = h.ctx.rt, h.wave
     limit = rt.settings.max_wave_users
     async for user in rt.graph.group_members(wave.group_id):
-        members += 1
-        if not is_selected(selection, wave.group_id, user.user_id, selected):
+        scan.members += 1
+        if not is_selected(wave.selection, wave.group_id, user.user_id, scan.selected):
             continue
-        selected += 1
-        if selected > limit:
+        scan.selected += 1
+        if scan.selected > limit:
             # "all" and "percent" have no size until the scan counts them (S7: absurd sizes). Nothing
             # was written to Graph yet; the rows planned so far are closed with the halted wave.
-            if batch:
-                await rt.ledger.put_outcomes(batch)
+            await scan.write(rt.ledger, all_of_it=True)
             await h.move(
                 WaveEvent.TOO_LARGE,
                 f"the selection has more than {limit} users (LICSHIFT_MAX_WAVE_USERS); "
                 "split it with --percent or --first, or raise the setting",
             )
-            return
-        seen_listed.add(user.user_id)
-        await record(user)
-        if selection_exhausted(selection, selected):
+            return False
+        scan.add(user)
+        await scan.write(rt.ledger)
+        if selection_exhausted(wave.selection, scan.selected):
             break
-    if selection.kind is SelectionKind.USERS:
-        # Listed users outside the group are read one by one: the rule then blocks them (not
-        # inherited from the group) or skips them (no direct assignment), and the plan shows why.
-        for user_id in sorted(selection.users - seen_listed):
-            selected += 1
-            try:
-                user = await rt.graph.user_licenses(user_id)
-            except NotFound:
-                for sku in skus.values():
-                    batch.append(
-                        Outcome(
-                            wave_id=wave.wave_id,
-                            user_id=user_id,
-                            sku_id=sku.sku_id,
-                            status=OutcomeStatus.SKIPPED,
-                            decision="skip",
-                            reason=USER_NOT_FOUND,
-                            detail="no such user in the tenant",
-                            actor=ACTOR,
-                            updated_at=now,
-                        )
-                    )
-                    counts[OutcomeStatus.SKIPPED] += 1
-                users[OutcomeStatus.SKIPPED] += 1
-                continue
-            await record(user)
-    if batch:
-        await rt.ledger.put_outcomes(batch)
-    counters = replace(
-        wave.counters,
-        members=members,
-        selected=selected,
-        to_remove=counts[OutcomeStatus.PLANNED],
-        planned=counts[OutcomeStatus.PLANNED],
-        blocked=counts[OutcomeStatus.BLOCKED],
-        skipped=counts[OutcomeStatus.SKIPPED],
-    )
-    what = "plan recorded; nothing written to Graph (dry run)" if wave.dry_run else "scan complete"
-    await h.move(
-        WaveEvent.SCANNED,
-        f"{what}: {members} members read, {selected} selected, {counters.to_remove} to remove, "
-        f"{counters.blocked} blocked, {counters.skipped} skipped",
-        counters,
-        data={
-            "names": scan_names(info, skus.values()),
-            "users": {
-                "to_remove": users[OutcomeStatus.PLANNED],
-                "blocked": users[OutcomeStatus.BLOCKED],
-                "skipped": users[OutcomeStatus.SKIPPED],
-                "selected": selected,
-            },
-        },
-    )
+    return True
+
+
+async def _scan_listed_outsiders(h: _Handle, scan: _Scan) -> None:
+    """Listed users outside the group are read one by one: the rule then blocks them (not inherited
+    from the group) or skips them (no direct assignment), and the plan shows why."""
+    if h.wave.selection.kind is not SelectionKind.USERS:
+        return
+    for user_id in sorted(h.wave.selection.users - scan.seen):
+        scan.selected += 1
+        try:
+            scan.add(await h.ctx.rt.graph.user_licenses(user_id))
+        except NotFound:
+            scan.add_missing(user_id)
+        await scan.write(h.ctx.rt.ledger)
 
 
 @dataclass
