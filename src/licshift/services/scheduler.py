@@ -844,28 +844,7 @@ async def restore_after_loss(
             await rt.graph.restore_direct(row.user_id, snapshot)
             wrote = True
         except GraphError as exc:
-            delay = exc.retry_after if isinstance(exc, Throttled) else 0.0
-            # The loss goes on record first: a restore task acts only on a row with a recorded loss.
-            pending = replace(
-                row, not_before=now + timedelta(seconds=delay) if delay else row.not_before, updated_at=now
-            )
-            try:
-                await rt.ledger.save_outcome(pending, etag)
-            except ConcurrencyConflict:
-                log.warning("outcome %s/%s changed while recording its loss", row.wave_id, row.key)
-            task = Task(TaskKind.RESTORE, row.wave_id, row.user_id, row.sku_id)
-            await rt.queue.send(rt.settings.removals_queue, encode_task(task), delay_seconds=delay)
-            await telemetry.emit(
-                rt.ledger,
-                telemetry.event_for(
-                    row,
-                    telemetry.RESTORED,
-                    f"user {row.user_id} lost plans of {row.sku_id} ({found_by}); restore queued after: {exc}",
-                    severity=Severity.ALERT,
-                    actor=ACTOR,
-                ),
-                now,
-            )
+            await _queue_restore(rt, row, etag, exc, now)
             return
     restored = replace(
         row,
@@ -890,6 +869,30 @@ async def restore_after_loss(
             severity=Severity.ALERT,
             actor=ACTOR,
             data={"before_plans": sorted(row.before_plans), "after_plans": sorted(after), "wrote": wrote},
+        ),
+        now,
+    )
+
+
+async def _queue_restore(rt: Runtime, row: Outcome, etag: str | None, exc: GraphError, now: datetime) -> None:
+    """Graph refused or throttled a restore after a loss: queue it as a task (after Graph's delay)."""
+    delay = exc.retry_after if isinstance(exc, Throttled) else 0.0
+    # The loss goes on record first: a restore task acts only on a row with a recorded loss.
+    pending = replace(row, not_before=now + timedelta(seconds=delay) if delay else row.not_before, updated_at=now)
+    try:
+        await rt.ledger.save_outcome(pending, etag)
+    except ConcurrencyConflict:
+        log.warning("outcome %s/%s changed while recording its loss", row.wave_id, row.key)
+    task = Task(TaskKind.RESTORE, row.wave_id, row.user_id, row.sku_id)
+    await rt.queue.send(rt.settings.removals_queue, encode_task(task), delay_seconds=delay)
+    await telemetry.emit(
+        rt.ledger,
+        telemetry.event_for(
+            row,
+            telemetry.RESTORED,
+            f"user {row.user_id} lost plans of {row.sku_id} ({row.loss_found_by}); restore queued after: {exc}",
+            severity=Severity.ALERT,
+            actor=ACTOR,
         ),
         now,
     )
