@@ -136,22 +136,9 @@ def decide(
         return Block(BlockReason.GROUP_PROCESSING_INCOMPLETE, group_processing_state or "unknown")
 
     inherited = [s for s in states if not s.is_direct]
-    from_wave_group = [s for s in inherited if s.assigned_by_group == wave_group]
-    if not from_wave_group:
-        others = sorted({s.assigned_by_group for s in inherited if s.assigned_by_group})
-        detail = "inherited from " + ", ".join(others) if others else "not inherited from any group"
-        return Block(BlockReason.NOT_INHERITED_FROM_GROUP, detail)
-    unhealthy = [s for s in from_wave_group if not s.is_healthy]
-    if unhealthy:
-        # Every entry from the wave's group must be healthy: two that disagree (one healthy, one not)
-        # leave it open which one Entra acts on, and the proof may not pick the convenient one.
-        # Report the most telling problem: an error code beats a bare state. Sorted and joined, so the
-        # detail never depends on the order Graph listed the entries in.
-        errors = sorted({s.error for s in unhealthy if s.error is not None})
-        if errors:
-            return Block(BlockReason.INHERITED_ERROR, ", ".join(errors))
-        not_active = sorted({s.state or "unknown" for s in unhealthy})
-        return Block(BlockReason.INHERITED_NOT_ACTIVE, ", ".join(not_active))
+    unfit = _wave_group_unfit(inherited, wave_group)
+    if unfit is not None:
+        return unfit
 
     relied_on = relied_on_groups(states, sku.sku_id, wave_group)
     if group_states is not None:
@@ -172,6 +159,28 @@ def decide(
             plans = sku.describe(extra)
             return Block(BlockReason.PLANS_DIFFER, ", ".join(p.name or p.plan_id for p in plans), plans)
     return Remove(sku.sku_id, direct.disabled_plans, relied_on)
+
+
+def _wave_group_unfit(inherited: list[LicenseAssignmentState], wave_group: str) -> Block | None:
+    """Why the wave's group cannot carry the SKU for this user, or None: it must be a source, and
+    every entry from it healthy."""
+    from_wave_group = [s for s in inherited if s.assigned_by_group == wave_group]
+    if not from_wave_group:
+        others = sorted({s.assigned_by_group for s in inherited if s.assigned_by_group})
+        detail = "inherited from " + ", ".join(others) if others else "not inherited from any group"
+        return Block(BlockReason.NOT_INHERITED_FROM_GROUP, detail)
+    unhealthy = [s for s in from_wave_group if not s.is_healthy]
+    if not unhealthy:
+        return None
+    # Every entry from the wave's group must be healthy: two that disagree (one healthy, one not)
+    # leave it open which one Entra acts on, and the proof may not pick the convenient one.
+    # Report the most telling problem: an error code beats a bare state. Sorted and joined, so the
+    # detail never depends on the order Graph listed the entries in.
+    errors = sorted({s.error for s in unhealthy if s.error is not None})
+    if errors:
+        return Block(BlockReason.INHERITED_ERROR, ", ".join(errors))
+    not_active = sorted({s.state or "unknown" for s in unhealthy})
+    return Block(BlockReason.INHERITED_NOT_ACTIVE, ", ".join(not_active))
 
 
 def lost_plans(before: frozenset[str], after: frozenset[str]) -> frozenset[str]:

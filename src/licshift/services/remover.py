@@ -232,7 +232,17 @@ async def remove(rt: Runtime, task: Task) -> str:
     if isinstance(decision, Skip | Block):
         return await _not_removed(rt, row, etag, sku, decision, fresh, wave.group_id)
     assert isinstance(decision, Remove)
-    marked = replace(
+    marked = _marked(row, decision, fresh, sku)
+    marked_etag = await _save(rt, marked, etag)
+    if marked_etag is None:
+        return "busy"
+    return await _remove_marked(rt, task, marked, marked_etag, sku, row.attempts)
+
+
+def _marked(row: Outcome, decision: Remove, fresh: UserLicenses, sku: Sku) -> Outcome:
+    """The crash-safe marker: REMOVING, with the snapshot a restore puts back and the plans the user
+    has right now (what the post-check compares with)."""
+    return replace(
         row,
         status=OutcomeStatus.REMOVING,
         decision="remove",
@@ -246,44 +256,46 @@ async def remove(rt: Runtime, task: Task) -> str:
         actor=ACTOR,
         relied_on=decision.relied_on,
     )
-    marked_etag = await _save(rt, marked, etag)
-    if marked_etag is None:
-        return "busy"
-    # Right before the write (S5): the wave and the kill switch again, and that no other delivery
-    # of this task took the row over since we marked it (it would be about to write too).
+
+
+async def _remove_marked(rt: Runtime, task: Task, marked: Outcome, etag: str, sku: Sku, attempts: int) -> str:
+    """The write, for a row this delivery marked REMOVING (at `etag`): the stop rules once more right
+    before it (S5), assignLicense, then the post-check on a fresh read (S3)."""
+    # The wave and the kill switch again, and that no other delivery of this task took the row over
+    # since we marked it (it would be about to write too).
     (wave, kill_switch), mine = await asyncio.gather(
         _state(rt, task), rt.ledger.get_outcome(task.wave_id, task.user_id, task.sku_id)
     )
-    if mine is None or mine.etag != marked_etag:
+    if mine is None or mine.etag != etag:
         return "busy"
     stop = _stop(wave, kill_switch)
     if stop is not None:
-        await _settle(rt, replace(marked, attempts=row.attempts), marked_etag, stop)
+        await _settle(rt, replace(marked, attempts=attempts), etag, stop)
         return stop.status.value
     try:
         await rt.graph.remove_direct(task.user_id, sku.sku_id)
     except (TransientGraphError, OSError) as exc:
         # Release the row before the host redelivers: a retry must not wait for the owner window.
-        await _save(rt, replace(marked, graph_error=f"interrupted: {exc}"), marked_etag)
+        await _save(rt, replace(marked, graph_error=f"interrupted: {exc}"), etag)
         raise
     except Throttled as exc:
         # The row stays REMOVING (a message is on the queue again): a 429 does not prove the write
         # was not applied, and the marker with its snapshot lets the next delivery reconcile.
         await _throttled(rt, task, exc)
-        await _save(rt, replace(marked, graph_error=f"throttled: {exc}", not_before=_until(rt, exc)), marked_etag)
+        await _save(rt, replace(marked, graph_error=f"throttled: {exc}", not_before=_until(rt, exc)), etag)
         return "throttled"
     except (NotAssigned, InheritedOnly) as exc:
         # A retried POST whose first try succeeded answers this way: the post-check tells.
         log.info("remove %s/%s: %s; checking the result", task.user_id, sku.sku_id, exc)
     except NotFound:
-        return await _user_gone(rt, marked, marked_etag)
+        return await _user_gone(rt, marked, etag)
     except GraphRequestError as exc:
         after = await rt.graph.user_licenses(task.user_id)
         if direct_assignment(after.states, sku.sku_id) is not None:
-            return await _fail(rt, marked, marked_etag, str(exc))
-        return await _post_check(rt, marked, marked_etag, sku, after)
+            return await _fail(rt, marked, etag, str(exc))
+        return await _post_check(rt, marked, etag, sku, after)
     after = await rt.graph.user_licenses(task.user_id)
-    return await _post_check(rt, marked, marked_etag, sku, after)
+    return await _post_check(rt, marked, etag, sku, after)
 
 
 async def _not_now(rt: Runtime, task: Task, row: Outcome, wave: Wave | None) -> str | None:
@@ -456,6 +468,13 @@ async def _post_check(rt: Runtime, row: Outcome, etag: str, sku: Sku, after_read
         removed = replace(row, status=OutcomeStatus.REMOVED, after_plans=after, actor=ACTOR, removed_at=rt.now())
         await _save(rt, removed, etag)
         return OutcomeStatus.REMOVED.value
+    return await _after_loss(rt, row, etag, sku, after_read, after)
+
+
+async def _after_loss(
+    rt: Runtime, row: Outcome, etag: str, sku: Sku, after_read: UserLicenses, after: frozenset[str]
+) -> str:
+    """The user has less than before the removal: restore, record, alert, halt (in that order)."""
     lost = sku.describe(row.before_plans - after)
     detail = "lost " + (", ".join(p.name or p.plan_id for p in lost) or f"the SKU {sku.part_number or sku.sku_id}")
     row = replace(row, loss_found_by=POST_CHECK)

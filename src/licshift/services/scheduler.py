@@ -746,17 +746,7 @@ async def _verifying(h: _Handle) -> None:
         reason = f"{HOLD_REASON} {processing or 'unknown'}; verification waits until it is complete"
         await h.save(replace(wave, status_reason=reason))
         return
-    # Only what the check needs, with the (mostly identical) plan sets shared: ~0.2 KB per removal.
-    removed: dict[str, list[Outcome]] = {}
-    shared: dict[frozenset[str], frozenset[str]] = {}
-    relied_on: set[str] = set()
-    async for row in rt.ledger.iter_outcomes(
-        wave.wave_id, statuses=[OutcomeStatus.REMOVED], fields=(*VERIFY_FIELDS, "relied_on")
-    ):
-        relied_on.update(g.group_id for g in row.relied_on)
-        row = replace(row, before_plans=shared.setdefault(row.before_plans, row.before_plans), relied_on=())
-        removed.setdefault(row.user_id, []).append(row)
-    relied_on.discard(wave.group_id)
+    removed, relied_on = await _removed_rows(rt, wave)
     states = await rt.groups.states(rt.graph, sorted(relied_on), ctx.now, fresh=True)
     waiting = {g: s for g, s in states.items() if s != PROCESSING_COMPLETE}
     if waiting:
@@ -768,6 +758,46 @@ async def _verifying(h: _Handle) -> None:
     skus = await _skus(h)
     if skus is None:
         return
+    losses, drift = await _verify_users(ctx, wave, skus, removed)
+    counters = replace(_counters(h, await _rows(rt, wave.wave_id)), drift=drift)
+    if losses:
+        await h.move(
+            WaveEvent.LOSS_DETECTED,
+            f"verification found {losses} user(s) who lost plans after removal; their direct assignments "
+            "were restored. Investigate before starting another wave",
+            counters,
+        )
+        return
+    await h.move(
+        WaveEvent.VERIFIED,
+        f"verified: {counters.removed} removals kept every plan"
+        + (f"; {drift} direct assignment(s) came back (drift)" if drift else ""),
+        counters,
+    )
+
+
+async def _removed_rows(rt: Runtime, wave: Wave) -> tuple[dict[str, list[Outcome]], set[str]]:
+    """The wave's REMOVED rows by user, and the other groups their removals relied on. Only what the
+    check needs, with the (mostly identical) plan sets shared: ~0.2 KB per removal."""
+    removed: dict[str, list[Outcome]] = {}
+    shared: dict[frozenset[str], frozenset[str]] = {}
+    relied_on: set[str] = set()
+    async for row in rt.ledger.iter_outcomes(
+        wave.wave_id, statuses=[OutcomeStatus.REMOVED], fields=(*VERIFY_FIELDS, "relied_on")
+    ):
+        relied_on.update(g.group_id for g in row.relied_on)
+        row = replace(row, before_plans=shared.setdefault(row.before_plans, row.before_plans), relied_on=())
+        removed.setdefault(row.user_id, []).append(row)
+    relied_on.discard(wave.group_id)
+    return removed, relied_on
+
+
+async def _verify_users(
+    ctx: _Context, wave: Wave, skus: dict[str, Sku], removed: dict[str, list[Outcome]]
+) -> tuple[int, int]:
+    """Re-read every removed user (the group's members, then those who left it) and restore any who
+    lost plans since (S3). Returns (users restored, direct assignments that came back)."""
+    rt = ctx.rt
     losses = drift = 0
 
     async def check(user: UserLicenses, rows: list[Outcome]) -> None:
@@ -796,21 +826,7 @@ async def _verifying(h: _Handle) -> None:
             log.info("wave %s: removed user %s no longer exists; nothing to verify", wave.wave_id, user_id)
             continue
         await check(user, rows)
-    counters = replace(_counters(h, await _rows(rt, wave.wave_id)), drift=drift)
-    if losses:
-        await h.move(
-            WaveEvent.LOSS_DETECTED,
-            f"verification found {losses} user(s) who lost plans after removal; their direct assignments "
-            "were restored. Investigate before starting another wave",
-            counters,
-        )
-        return
-    await h.move(
-        WaveEvent.VERIFIED,
-        f"verified: {counters.removed} removals kept every plan"
-        + (f"; {drift} direct assignment(s) came back (drift)" if drift else ""),
-        counters,
-    )
+    return losses, drift
 
 
 async def _drift_event(ctx: _Context, row: Outcome, when: str) -> None:
