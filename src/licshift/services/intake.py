@@ -11,11 +11,12 @@ only retry it into the poison queue.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime
 
-from licshift.ports.graph import GraphRequestError, NotFound
+from licshift.ports.graph import GraphRequestError, GroupLicenseInfo, NotFound
 from licshift.ports.store import ConcurrencyConflict
 from licshift.rules.answers import Answer, Verdict, request_id_in
-from licshift.rules.decide import PROCESSING_COMPLETE
+from licshift.rules.decide import PROCESSING_COMPLETE, Policy
 from licshift.rules.licenses import Sku
 from licshift.rules.messages import (
     Command,
@@ -29,8 +30,8 @@ from licshift.rules.messages import (
     stored_text,
 )
 from licshift.rules.outcomes import Event, Severity
-from licshift.rules.waves import Refused, Wave, WaveCounters, WaveEvent, WaveStatus, apply, canary_gate
-from licshift.services import telemetry
+from licshift.rules.waves import Refused, Wave, WaveCounters, WaveEvent, WaveStatus, canary_gate
+from licshift.services import telemetry, transitions
 from licshift.services.runtime import Runtime
 
 SAVE_ATTEMPTS = 5
@@ -92,24 +93,8 @@ async def start_wave(rt: Runtime, request: StartWave) -> IntakeResult:
     existing = await rt.ledger.get_wave(request.wave_id)
     if existing is not None:
         return _duplicate_start(existing.value, request)
-    settings = rt.settings
-    if not settings.group_allowed(request.group_id):
-        raise Rejection(
-            f"group {request.group_id} is not in LICSHIFT_GROUP_ALLOWLIST; add it there or pick an allowed group"
-        )
-    try:
-        group = await rt.graph.group_license_info(request.group_id)
-    except NotFound:
-        raise Rejection(f"group {request.group_id} does not exist in the tenant; check the group id") from None
-    except GraphRequestError as exc:
-        raise Rejection(f"group {request.group_id} cannot be read: {exc}") from None
-    skus = _resolve_skus(request.skus, await rt.skus.all(rt.graph, rt.now(), fresh=True))
-    not_assigned = [s.part_number or s.sku_id for s in skus if not group.assigns(s.sku_id)]
-    if not_assigned:
-        raise Rejection(
-            f"group {group.display_name or group.group_id} does not assign {', '.join(not_assigned)}; "
-            "assign the license(s) to the group first (Microsoft's step 3), then start the wave"
-        )
+    group = await _checked_group(rt, request.group_id)
+    skus = await _checked_skus(rt, request.skus, group)
     sku_ids = tuple(s.sku_id for s in skus)
     refusal = canary_gate(
         request.selection,
@@ -118,17 +103,54 @@ async def start_wave(rt: Runtime, request: StartWave) -> IntakeResult:
         dry_run=request.dry_run,
         force=request.force,
         prior=await rt.ledger.list_waves(),
-        canary_max_users=settings.canary_max_users,
+        canary_max_users=rt.settings.canary_max_users,
     )
     if refusal is not None:
         raise Rejection(refusal)
     now = rt.now()
-    wave = Wave(
+    wave = _new_wave(request, sku_ids, request.policy or rt.settings.policy, now)
+    try:
+        await rt.ledger.create_wave(wave)
+    except ConcurrencyConflict:
+        # Another delivery of the same message won the race.
+        return IntakeResult(Verdict.DUPLICATE, f"wave {wave.wave_id} already exists", wave.wave_id)
+    await telemetry.emit(rt.ledger, _accepted(wave, group, skus), now)
+    kind = "dry run" if wave.dry_run else "wave"
+    return IntakeResult(Verdict.ACCEPTED, f"{kind} {wave.wave_id} accepted", wave.wave_id)
+
+
+async def _checked_group(rt: Runtime, group_id: str) -> GroupLicenseInfo:
+    """The wave's group, if the deployment allows it and Graph knows it."""
+    if not rt.settings.group_allowed(group_id):
+        raise Rejection(f"group {group_id} is not in LICSHIFT_GROUP_ALLOWLIST; add it there or pick an allowed group")
+    try:
+        return await rt.graph.group_license_info(group_id)
+    except NotFound:
+        raise Rejection(f"group {group_id} does not exist in the tenant; check the group id") from None
+    except GraphRequestError as exc:
+        raise Rejection(f"group {group_id} cannot be read: {exc}") from None
+
+
+async def _checked_skus(rt: Runtime, refs: tuple[str, ...], group: GroupLicenseInfo) -> tuple[Sku, ...]:
+    """The SKUs the request names, subscribed in the tenant and assigned by the group (step 3)."""
+    skus = _resolve_skus(refs, await rt.skus.all(rt.graph, rt.now(), fresh=True))
+    not_assigned = [s.part_number or s.sku_id for s in skus if not group.assigns(s.sku_id)]
+    if not_assigned:
+        raise Rejection(
+            f"group {group.display_name or group.group_id} does not assign {', '.join(not_assigned)}; "
+            "assign the license(s) to the group first (Microsoft's step 3), then start the wave"
+        )
+    return skus
+
+
+def _new_wave(request: StartWave, sku_ids: tuple[str, ...], policy: Policy, now: datetime) -> Wave:
+    """The wave an accepted start records: waiting for the group's license processing."""
+    return Wave(
         wave_id=request.wave_id,
         group_id=request.group_id,
         sku_ids=sku_ids,
         selection=request.selection,
-        policy=request.policy or settings.policy,
+        policy=policy,
         dry_run=request.dry_run,
         force=request.force,
         requested_by=request.requested_by,
@@ -139,29 +161,22 @@ async def start_wave(rt: Runtime, request: StartWave) -> IntakeResult:
         status_reason="accepted; waiting for group license processing",
         status_since=now,
     )
-    try:
-        await rt.ledger.create_wave(wave)
-    except ConcurrencyConflict:
-        # Another delivery of the same message won the race.
-        return IntakeResult(Verdict.DUPLICATE, f"wave {wave.wave_id} already exists", wave.wave_id)
+
+
+def _accepted(wave: Wave, group: GroupLicenseInfo, skus: tuple[Sku, ...]) -> Event:
     kind = "dry run" if wave.dry_run else "wave"
     processing = group.processing_state or "unknown"
-    await telemetry.emit(
-        rt.ledger,
-        Event(
-            kind=telemetry.WAVE_ACCEPTED,
-            message=(
-                f"{kind} {wave.wave_id} accepted: group {group.display_name or group.group_id}, "
-                f"{', '.join(s.part_number or s.sku_id for s in skus)}, {wave.selection.describe()}"
-                + ("" if processing == PROCESSING_COMPLETE else f"; group processing is {processing}")
-            ),
-            wave_id=wave.wave_id,
-            actor=wave.requested_by or "licshift",
-            data={"group_id": wave.group_id, "sku_ids": list(sku_ids), "dry_run": wave.dry_run, "force": wave.force},
+    return Event(
+        kind=telemetry.WAVE_ACCEPTED,
+        message=(
+            f"{kind} {wave.wave_id} accepted: group {group.display_name or group.group_id}, "
+            f"{', '.join(s.part_number or s.sku_id for s in skus)}, {wave.selection.describe()}"
+            + ("" if processing == PROCESSING_COMPLETE else f"; group processing is {processing}")
         ),
-        now,
+        wave_id=wave.wave_id,
+        actor=wave.requested_by or "licshift",
+        data={"group_id": wave.group_id, "sku_ids": list(wave.sku_ids), "dry_run": wave.dry_run, "force": wave.force},
     )
-    return IntakeResult(Verdict.ACCEPTED, f"{kind} {wave.wave_id} accepted", wave.wave_id)
 
 
 def _duplicate_start(wave: Wave, request: StartWave) -> IntakeResult:
@@ -208,39 +223,20 @@ _EVENTS = {
 
 
 async def wave_command(rt: Runtime, command: WaveCommand) -> IntakeResult:
-    event = _EVENTS[command.command]
-    for _ in range(SAVE_ATTEMPTS):
-        current = await rt.ledger.get_wave(command.wave_id)
-        if current is None:
-            raise Rejection(f"wave {command.wave_id} does not exist; list waves with `licshift status`")
-        now = rt.now()
-        who = command.requested_by or "an admin"
-        changed = apply(current.value, event, now, reason=f"{command.command} requested by {who}")
-        if isinstance(changed, Refused):
-            raise Rejection(f"cannot {command.command} wave {command.wave_id}: {changed.reason}")
-        if changed is current.value:
-            return IntakeResult(
-                Verdict.DUPLICATE, f"wave {command.wave_id} is already {changed.status}", command.wave_id
-            )
-        try:
-            await rt.ledger.save_wave(changed, current.etag)
-        except ConcurrencyConflict:
-            continue
-        await telemetry.emit(
-            rt.ledger,
-            Event(
-                kind=telemetry.WAVE_STATUS,
-                message=(
-                    f"wave {command.wave_id}: {current.value.status} -> {changed.status} ({command.command} by {who})"
-                ),
-                wave_id=command.wave_id,
-                actor=command.requested_by or "licshift",
-                data={"from": current.value.status.value, "to": changed.status.value},
-            ),
-            now,
-        )
-        return IntakeResult(Verdict.ACCEPTED, f"wave {command.wave_id} is now {changed.status}", command.wave_id)
-    raise ConcurrencyConflict(f"wave {command.wave_id} kept changing; the command will be retried")
+    who = command.requested_by or "an admin"
+    reason = f"{command.command} requested by {who}"
+    actor = command.requested_by or "licshift"
+    done = await transitions.transition(
+        rt.ledger, command.wave_id, _EVENTS[command.command], reason, rt.now, actor=actor
+    )
+    if done is None:
+        raise Rejection(f"wave {command.wave_id} does not exist; list waves with `licshift status`")
+    read, result = done
+    if isinstance(result, Refused):
+        raise Rejection(f"cannot {command.command} wave {command.wave_id}: {result.reason}")
+    if result is read.value:
+        return IntakeResult(Verdict.DUPLICATE, f"wave {command.wave_id} is already {result.status}", command.wave_id)
+    return IntakeResult(Verdict.ACCEPTED, f"wave {command.wave_id} is now {result.status}", command.wave_id)
 
 
 async def set_kill_switch(rt: Runtime, command: KillSwitch) -> IntakeResult:

@@ -41,7 +41,7 @@ from licshift.ports.graph import (
     TransientGraphError,
     UserLicenses,
 )
-from licshift.ports.store import ConcurrencyConflict
+from licshift.ports.store import ConcurrencyConflict, Versioned
 from licshift.rules.decide import HOLD_REASONS, Block, Remove, Skip, SkipReason, decide, relied_on_groups
 from licshift.rules.licenses import (
     DirectAssignment,
@@ -53,8 +53,8 @@ from licshift.rules.licenses import (
 )
 from licshift.rules.messages import MalformedMessage, Task, TaskKind, encode_task, parse_task, queue_text, stored_text
 from licshift.rules.outcomes import FINAL_OUTCOMES, Event, Outcome, OutcomeStatus, Severity
-from licshift.rules.waves import STOPPED_STATUSES, Refused, Wave, WaveEvent, WaveStatus, apply
-from licshift.services import telemetry
+from licshift.rules.waves import STOPPED_STATUSES, Wave, WaveEvent, WaveStatus
+from licshift.services import telemetry, transitions
 from licshift.services.runtime import Runtime
 from licshift.services.skus import UnknownSku
 
@@ -194,10 +194,18 @@ async def _state(rt: Runtime, task: Task) -> tuple[Wave | None, bool]:
     return (wave.value if wave else None), control.value.kill_switch or rt.settings.kill_switch
 
 
-async def remove(rt: Runtime, task: Task) -> str:
+async def _row(rt: Runtime, task: Task) -> Versioned[Outcome] | None:
+    """The task's outcome row. A task without one (forged, or its wave deleted) is recorded as a
+    rejected request and does nothing."""
     loaded = await rt.ledger.get_outcome(task.wave_id, task.user_id, task.sku_id)
     if loaded is None:
         await _rejected(rt, f"no outcome row for user {task.user_id} and SKU {task.sku_id} in wave {task.wave_id}", "")
+    return loaded
+
+
+async def remove(rt: Runtime, task: Task) -> str:
+    loaded = await _row(rt, task)
+    if loaded is None:
         return "unknown"
     row, etag = loaded.value, loaded.etag
     if row.status in FINAL_OUTCOMES:
@@ -570,32 +578,8 @@ async def _restore_now(rt: Runtime, row: Outcome, current: UserLicenses) -> _Res
 
 
 async def halt_wave(rt: Runtime, wave_id: str, reason: str) -> None:
-    for _ in range(HALT_ATTEMPTS):
-        loaded = await rt.ledger.get_wave(wave_id)
-        if loaded is None:
-            return
-        now = rt.now()
-        changed = apply(loaded.value, WaveEvent.LOSS_DETECTED, now, reason)
-        if isinstance(changed, Refused) or changed is loaded.value:
-            return
-        try:
-            await rt.ledger.save_wave(changed, loaded.etag)
-        except ConcurrencyConflict:
-            continue
-        await telemetry.emit(
-            rt.ledger,
-            Event(
-                kind=telemetry.HALTED,
-                message=f"wave {wave_id} halted: {reason}",
-                severity=Severity.ALERT,
-                wave_id=wave_id,
-                actor=ACTOR,
-                data={"from": loaded.value.status.value, "to": changed.status.value},
-            ),
-            now,
-        )
-        return
-    raise ConcurrencyConflict(f"wave {wave_id} kept changing while halting it; the task will be retried")
+    """Halt the wave after a loss (S3): an alert, recorded once however many workers find losses."""
+    await transitions.transition(rt.ledger, wave_id, WaveEvent.LOSS_DETECTED, reason, rt.now, actor=ACTOR)
 
 
 # --- restores ------------------------------------------------------------------------------------
@@ -605,9 +589,8 @@ async def restore(rt: Runtime, task: Task) -> str:
     """Put back exactly the recorded snapshot; no write if a direct assignment is already there."""
     rollback = task.kind is TaskKind.ROLLBACK_RESTORE
     target = OutcomeStatus.ROLLED_BACK if rollback else OutcomeStatus.RESTORED
-    loaded = await rt.ledger.get_outcome(task.wave_id, task.user_id, task.sku_id)
+    loaded = await _row(rt, task)
     if loaded is None:
-        await _rejected(rt, f"no outcome row for user {task.user_id} and SKU {task.sku_id} in wave {task.wave_id}", "")
         return "unknown"
     row, etag = loaded.value, loaded.etag
     if row.status is target:

@@ -40,7 +40,7 @@ from licshift.rules import pacing
 from licshift.rules.decide import PROCESSING_COMPLETE, Block, Decision, Remove, Skip, decide
 from licshift.rules.licenses import DirectAssignment, Sku, direct_assignment, effective_plans, has_effective_sku
 from licshift.rules.messages import Task, TaskKind, encode_task
-from licshift.rules.outcomes import FINAL_OUTCOMES, Control, Event, Outcome, OutcomeStatus, Severity
+from licshift.rules.outcomes import FINAL_OUTCOMES, Control, Outcome, OutcomeStatus, Severity
 from licshift.rules.waves import (
     Refused,
     SelectionKind,
@@ -53,7 +53,7 @@ from licshift.rules.waves import (
     selection_exhausted,
     tally_counts,
 )
-from licshift.services import lease, quota, telemetry
+from licshift.services import lease, quota, telemetry, transitions
 from licshift.services.runtime import Runtime
 from licshift.services.skus import UnknownSku
 from licshift.services.wavenames import scan_names
@@ -73,14 +73,6 @@ UNION_HOLD_REASON = "holding users:"
 HOLD_REASON_VERIFY = "holding: relied-on groups still processing:"
 ENQUEUE_CONCURRENCY = 8
 """Rows marked and sent at once: a slice of a few hundred must fit well within one tick."""
-
-_ALERTS = {
-    WaveEvent.PROCESSING_TIMEOUT: telemetry.PROCESSING_TIMEOUT,
-    WaveEvent.GROUP_GONE: telemetry.HALTED,
-    WaveEvent.TOO_LARGE: telemetry.HALTED,
-    WaveEvent.FAILURE_THRESHOLD: telemetry.HALTED,
-    WaveEvent.LOSS_DETECTED: telemetry.HALTED,
-}
 
 
 def stale_after(tick_seconds: float) -> timedelta:
@@ -250,21 +242,14 @@ class _Handle:
         if isinstance(changed, Refused):
             log.warning("wave %s: %s", self.wave.wave_id, changed.reason)
             return False
-        before = self.wave.status
-        await self.save(changed)
-        alert = _ALERTS.get(event)
-        await telemetry.emit(
-            self.ctx.rt.ledger,
-            Event(
-                kind=alert or telemetry.WAVE_STATUS,
-                message=f"wave {self.wave.wave_id}: {before} -> {changed.status}: {reason}",
-                severity=Severity.ALERT if alert and changed.status is WaveStatus.HALTED else Severity.INFO,
-                wave_id=self.wave.wave_id,
-                actor=ACTOR,
-                data={"from": before.value, "to": changed.status.value, "event": event.value, **(data or {})},
-            ),
-            self.ctx.now,
+        if changed == self.wave:
+            return True
+        stamped = replace(changed, updated_at=self.ctx.now)
+        ledger, now = self.ctx.rt.ledger, self.ctx.now
+        self.etag = await transitions.save_and_record(
+            ledger, self.wave, stamped, self.etag, event, reason, now, actor=ACTOR, data=data
         )
+        self.wave = stamped
         return True
 
 
