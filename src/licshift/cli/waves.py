@@ -50,6 +50,23 @@ def default_requester() -> str:
 
 
 def register(sub: Any) -> None:
+    _register_plan(sub)
+    wave = add_command(
+        sub,
+        "wave",
+        help="start and steer waves",
+        examples=[
+            'licshift wave start --group "All users" --sku ENTERPRISEPACK --first 10 --wait',
+            "licshift wave pause c9e5bf56",
+            "licshift wave rollback c9e5bf56 --yes",
+        ],
+    )
+    actions = wave.add_subparsers(dest="wave_command", required=True, metavar="ACTION")
+    _register_start(actions)
+    _register_steering(actions)
+
+
+def _register_plan(sub: Any) -> None:
     plan = add_command(
         sub,
         "plan",
@@ -66,17 +83,8 @@ def register(sub: Any) -> None:
     _answer_options(plan)
     plan.set_defaults(handler=plan_command)
 
-    wave = add_command(
-        sub,
-        "wave",
-        help="start and steer waves",
-        examples=[
-            'licshift wave start --group "All users" --sku ENTERPRISEPACK --first 10 --wait',
-            "licshift wave pause c9e5bf56",
-            "licshift wave rollback c9e5bf56 --yes",
-        ],
-    )
-    actions = wave.add_subparsers(dest="wave_command", required=True, metavar="ACTION")
+
+def _register_start(actions: Any) -> None:
     start = add_command(
         actions,
         "start",
@@ -101,6 +109,9 @@ def register(sub: Any) -> None:
     )
     _answer_options(start)
     start.set_defaults(handler=start_command)
+
+
+def _register_steering(actions: Any) -> None:
     for action, text, sure in (
         ("pause", "stop removing until resumed", False),
         ("resume", "continue a paused wave (a halted wave is not resumed: start a new one)", False),
