@@ -20,6 +20,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableEntity, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
+from licshift.adapters.clients import OwnsClients
 from licshift.adapters.entities import (
     ANSWER_PARTITION,
     CONTROL,
@@ -87,8 +88,11 @@ def _or_equals(field: str, values: Sequence[str], prefix: str, params: dict[str,
     return "( " + " or ".join(names) + " )"
 
 
-class Ledger:
+class Ledger(OwnsClients):
     """LedgerStore over Azure Table Storage (async). Use one instance per event loop; `aclose()` it."""
+
+    _service: TableServiceClient
+    _clients: dict[str, TableClient]
 
     def __init__(
         self,
@@ -141,19 +145,6 @@ class Ledger:
     @property
     def table_names(self) -> dict[str, str]:
         return dict(self._tables)
-
-    async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.close()
-        await self._service.close()
-        if self._credential is not None:
-            await self._credential.close()
-
-    async def __aenter__(self) -> Ledger:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     async def ensure_tables(self) -> None:
         async def create(name: str) -> None:

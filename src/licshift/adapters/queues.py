@@ -31,6 +31,7 @@ from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
+from licshift.adapters.clients import OwnsClients
 from licshift.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -115,8 +116,11 @@ class MessageGone(Exception):
     """The message was deleted, or its lease expired and someone else holds it now."""
 
 
-class StorageQueues:
+class StorageQueues(OwnsClients):
     """The WorkQueue port over Azure Storage queues (async). One instance per event loop; `aclose()` it."""
+
+    _service: QueueServiceClient
+    _clients: dict[str, QueueClient]
 
     def __init__(
         self,
@@ -181,19 +185,6 @@ class StorageQueues:
             client = self._service.get_queue_client(check_queue_name(queue))
             self._clients[queue] = client
         return client
-
-    async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.close()
-        await self._service.close()
-        if self._credential is not None:
-            await self._credential.close()
-
-    async def __aenter__(self) -> StorageQueues:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     # Producer side (the WorkQueue port) -------------------------------------------
 

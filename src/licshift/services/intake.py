@@ -298,14 +298,4 @@ async def handle_poison_command(rt: Runtime, text: str, dequeue_count: int) -> N
         "once Graph and storage are healthy"
     )
     await answer(rt, request_id_in(text), Verdict.FAILED, why)
-    await telemetry.emit(
-        rt.ledger,
-        Event(
-            kind=telemetry.POISON,
-            message=why,
-            severity=Severity.ALERT,
-            actor="intake",
-            data={"dequeue_count": dequeue_count, "raw": telemetry.truncate(text)},
-        ),
-        rt.now(),
-    )
+    await telemetry.emit(rt.ledger, telemetry.poison_message(why, text, dequeue_count, actor="intake"), rt.now())

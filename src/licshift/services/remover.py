@@ -52,7 +52,7 @@ from licshift.rules.licenses import (
     states_for,
 )
 from licshift.rules.messages import MalformedMessage, Task, TaskKind, encode_task, parse_task, queue_text, stored_text
-from licshift.rules.outcomes import FINAL_OUTCOMES, Event, Outcome, OutcomeStatus, Severity
+from licshift.rules.outcomes import FINAL_OUTCOMES, Outcome, OutcomeStatus, Severity
 from licshift.rules.waves import STOPPED_STATUSES, Wave, WaveEvent, WaveStatus
 from licshift.services import telemetry, transitions
 from licshift.services.runtime import Runtime
@@ -726,17 +726,6 @@ async def _reconcile(rt: Runtime, task: Task, dequeue_count: int) -> str:
 
 
 async def _poison_event(rt: Runtime, message: str, raw: str, dequeue_count: int, task: Task | None = None) -> None:
-    await telemetry.emit(
-        rt.ledger,
-        Event(
-            kind=telemetry.POISON,
-            message=message,
-            severity=Severity.ALERT,
-            wave_id=task.wave_id if task else "",
-            user_id=task.user_id if task else "",
-            sku_id=task.sku_id if task else "",
-            actor=ACTOR,
-            data={"dequeue_count": dequeue_count, "raw": telemetry.truncate(raw)},
-        ),
-        rt.now(),
-    )
+    ids = {"wave_id": task.wave_id, "user_id": task.user_id, "sku_id": task.sku_id} if task else {}
+    event = telemetry.poison_message(message, raw, dequeue_count, actor=ACTOR, **ids)
+    await telemetry.emit(rt.ledger, event, rt.now())

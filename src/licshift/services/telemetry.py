@@ -117,6 +117,30 @@ def rejected_request(reason: str, raw: str, *, prefix: str = "", wave_id: str = 
     )
 
 
+def poison_message(
+    message: str,
+    raw: str,
+    dequeue_count: int,
+    *,
+    actor: str,
+    wave_id: str = "",
+    user_id: str = "",
+    sku_id: str = "",
+) -> Event:
+    """A queue message the host gave up on after maxDequeueCount deliveries: an alert, with the count
+    and the raw text (truncated)."""
+    return Event(
+        kind=POISON,
+        message=message,
+        severity=Severity.ALERT,
+        wave_id=wave_id,
+        user_id=user_id,
+        sku_id=sku_id,
+        actor=actor,
+        data={"dequeue_count": dequeue_count, "raw": truncate(raw)},
+    )
+
+
 async def emit(ledger: LedgerStore, event: Event, now: datetime) -> Event:
     """Log the event and record it in the ledger. Returns it with its timestamp set."""
     stamped = event if event.at is not None else replace(event, at=now)
