@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import uuid
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from licshift.rules.decide import Policy
 from licshift.settings import (
     DEFAULT_GRAPH_ENDPOINT,
     SETTINGS_TABLE,
+    SPECS,
     STORAGE_CONNECTION,
     Settings,
     SettingsError,
@@ -390,3 +392,10 @@ def test_every_documented_setting_is_read_by_from_env(name: str) -> None:
 
 def test_an_unknown_variable_changes_nothing() -> None:
     assert Settings.from_env({"LICSHIFT_POLICYY": "identical", "LICSHIFT_UNKNOWN": "x"}) == Settings()
+
+
+def test_every_field_is_read_from_exactly_one_setting_and_defaults_come_from_the_table() -> None:
+    fields = {f.name for f in dataclasses.fields(Settings)} - {"storage"}
+    read = [spec.field for spec in SPECS if spec.field]
+    assert sorted(read) == sorted(fields), "a Settings field without its one row in SPECS (or two rows)"
+    assert all(getattr(Settings(), spec.field) == spec.default for spec in SPECS if spec.field)
