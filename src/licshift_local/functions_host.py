@@ -48,14 +48,8 @@ from azure.functions._abc import RetryContext, RpcException, TraceContext
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
-from licshift.adapters.queues import (
-    Encoding,
-    MessageGone,
-    ReceivedMessage,
-    StorageQueues,
-    check_queue_name,
-    poison_queue,
-)
+from licshift.adapters.queues import Encoding, check_queue_name, poison_queue
+from licshift_local.host_queues import HostQueues, MessageGone, ReceivedMessage
 
 log = logging.getLogger(__name__)
 
@@ -573,7 +567,7 @@ class FunctionsHost:
         self._apply_env = apply_env
         self._saved_env: dict[str, str | None] = {}
         self._stats = {n: FunctionStats() for n in names}
-        self._queue: StorageQueues | None = None
+        self._queue: HostQueues | None = None
         self._stopping = asyncio.Event()
         self._wake: dict[str, asyncio.Event] = {}
         self._loops: list[asyncio.Task[None]] = []
@@ -589,7 +583,7 @@ class FunctionsHost:
         return {name: dataclasses.replace(s) for name, s in self._stats.items()}
 
     @property
-    def queues(self) -> StorageQueues:
+    def queues(self) -> HostQueues:
         if self._queue is None:
             raise FunctionsHostError("the host is not started: use `async with FunctionsHost(...)`")
         return self._queue
@@ -609,7 +603,7 @@ class FunctionsHost:
             for key, value in self.settings_env.items():
                 self._saved_env[key] = os.environ.get(key)
                 os.environ[key] = value
-        self._queue = StorageQueues(self._connection_string, encoding=self.options.message_encoding)
+        self._queue = HostQueues(self._connection_string, encoding=self.options.message_encoding)
         queue_names = {f.queue for f in self.functions if f.kind == "queue"}
         queue_names |= {o.queue for f in self.functions for o in f.outputs}
         for name in sorted(queue_names):

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from licshift.adapters.ledger import Ledger
-from licshift.adapters.queues import StorageQueues
+from licshift_local.host_queues import HostQueues
 
 
 def unique(prefix: str) -> str:
@@ -29,9 +29,9 @@ async def ledger(storage_connection_string: str) -> AsyncIterator[Ledger]:
 
 
 @pytest.fixture
-async def work_queue(storage_connection_string: str) -> AsyncIterator[StorageQueues]:
+async def work_queue(storage_connection_string: str) -> AsyncIterator[HostQueues]:
     name = unique("q")
-    queues = StorageQueues(storage_connection_string, waves_queue=f"{name}-waves", removals_queue=f"{name}-removals")
+    queues = HostQueues(storage_connection_string, waves_queue=f"{name}-waves", removals_queue=f"{name}-removals")
     await queues.ensure_queues()
     try:
         yield queues

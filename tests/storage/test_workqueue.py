@@ -11,16 +11,16 @@ from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
 from licshift.adapters.queues import (
     MAX_DELAY_SECONDS,
-    MessageGone,
     StorageQueues,
     check_queue_name,
     delay_to_visibility,
 )
 from licshift.ports.store import WorkQueue as WorkQueuePort
 from licshift.settings import Settings, SettingsError
+from licshift_local.host_queues import HostQueues, MessageGone
 
 
-async def receive_within(queues: StorageQueues, queue: str, seconds: float) -> list[str]:
+async def receive_within(queues: HostQueues, queue: str, seconds: float) -> list[str]:
     """Poll until something arrives (or give up): the bodies, decoded."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
@@ -69,7 +69,7 @@ def test_delays_round_up_to_whole_seconds_and_clamp_to_seven_days() -> None:
 
 
 async def test_ensure_queues_creates_the_work_and_poison_queues(
-    work_queue: StorageQueues, storage_connection_string: str
+    work_queue: HostQueues, storage_connection_string: str
 ) -> None:
     await work_queue.ensure_queues()  # idempotent
     async with QueueServiceClient.from_connection_string(storage_connection_string) as service:
@@ -79,7 +79,7 @@ async def test_ensure_queues_creates_the_work_and_poison_queues(
         assert f"{queue}-poison" in names
 
 
-async def test_messages_are_base64_on_the_wire(work_queue: StorageQueues, storage_connection_string: str) -> None:
+async def test_messages_are_base64_on_the_wire(work_queue: HostQueues, storage_connection_string: str) -> None:
     body = '{"wave": "w1", "note": "Zoë ✓"}'
     await work_queue.send(work_queue.removals_queue, body)
     plain = QueueClient.from_connection_string(storage_connection_string, work_queue.removals_queue)
@@ -95,7 +95,7 @@ async def test_messages_are_base64_on_the_wire(work_queue: StorageQueues, storag
     assert await work_queue.approximate_count(work_queue.removals_queue) == 0
 
 
-async def test_a_delayed_message_stays_invisible_until_its_delay(work_queue: StorageQueues) -> None:
+async def test_a_delayed_message_stays_invisible_until_its_delay(work_queue: HostQueues) -> None:
     queue = work_queue.removals_queue
     await work_queue.send(queue, "later", delay_seconds=1.5)  # visible after 2 s (rounded up)
     await work_queue.send(queue, "now")
@@ -105,7 +105,7 @@ async def test_a_delayed_message_stays_invisible_until_its_delay(work_queue: Sto
     assert await receive_within(work_queue, queue, 10) == ["later"]
 
 
-async def test_send_many_sends_everything(work_queue: StorageQueues) -> None:
+async def test_send_many_sends_everything(work_queue: HostQueues) -> None:
     queue = work_queue.waves_queue
     sent = await work_queue.send_many(queue, [(f"m{i}", 0.0) for i in range(40)], concurrency=8)
     assert sent == 40
@@ -116,7 +116,7 @@ async def test_send_many_sends_everything(work_queue: StorageQueues) -> None:
 
 
 async def test_a_message_that_is_not_base64_is_reported_not_fatal(
-    work_queue: StorageQueues, storage_connection_string: str
+    work_queue: HostQueues, storage_connection_string: str
 ) -> None:
     queue = work_queue.waves_queue
     async with QueueClient.from_connection_string(storage_connection_string, queue) as plain:
@@ -131,7 +131,7 @@ async def test_a_message_that_is_not_base64_is_reported_not_fatal(
     assert "TextBase64EncodePolicy" in bad.decode_error
 
 
-async def test_release_and_poison_copy_keep_the_original_text(work_queue: StorageQueues) -> None:
+async def test_release_and_poison_copy_keep_the_original_text(work_queue: HostQueues) -> None:
     queue = work_queue.removals_queue
     await work_queue.send(queue, "payload")
     [first] = await work_queue.receive(queue, visibility_timeout=60)
