@@ -114,19 +114,10 @@ def assess(
         for s in user.states:
             if s.sku_id == sku.sku_id and s.assigned_by_group == group.group_id and s.error:
                 errors.setdefault(s.error, []).append(name)
-        decision = decide(user.states, sku, group.group_id, policy, group_processing_state=state)
-        if isinstance(decision, Remove):
-            users.append(UserCheck(user.user_id, name, "remove"))
-            continue
-        if (
-            isinstance(decision, Block)
-            and decision.reason == BlockReason.PLANS_WOULD_BE_LOST
-            and len(decision.plans) == 1
-        ):
-            single_plan[decision.plans[0].name or decision.plans[0].plan_id] += 1
-        detail = decision.detail if isinstance(decision, Block) else ""
-        kind = "block" if isinstance(decision, Block) else "skip"
-        users.append(UserCheck(user.user_id, name, kind, decision.reason.value, detail))
+        check, only_plan = _user_check(user, name, sku, group.group_id, state, policy)
+        users.append(check)
+        if only_plan:
+            single_plan[only_plan] += 1
     nested = {u.user_id: u.user_principal_name or u.user_id for u in nested_only if u.user_id not in member_ids}
     return Readiness(
         group_id=group.group_id,
@@ -150,3 +141,19 @@ def assess(
         plan_unlocks=sorted(single_plan.items(), key=lambda kv: (-kv[1], kv[0])),
         users=users,
     )
+
+
+def _user_check(
+    user: UserLicenses, name: str, sku: Sku, group_id: str, state: str, policy: Policy
+) -> tuple[UserCheck, str]:
+    """The user's decision as a wave would make it, and the one plan that alone blocks them ("" if not
+    exactly one: enabling it in the group would unlock them)."""
+    decision = decide(user.states, sku, group_id, policy, group_processing_state=state)
+    if isinstance(decision, Remove):
+        return UserCheck(user.user_id, name, "remove"), ""
+    only_plan = ""
+    if isinstance(decision, Block) and decision.reason == BlockReason.PLANS_WOULD_BE_LOST and len(decision.plans) == 1:
+        only_plan = decision.plans[0].name or decision.plans[0].plan_id
+    detail = decision.detail if isinstance(decision, Block) else ""
+    kind = "block" if isinstance(decision, Block) else "skip"
+    return UserCheck(user.user_id, name, kind, decision.reason.value, detail), only_plan
