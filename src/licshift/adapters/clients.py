@@ -5,7 +5,12 @@ releases all of them, clients first."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol, Self
+from typing import TYPE_CHECKING, Protocol, Self
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+
+    from licshift.settings import StorageSettings
 
 
 class Closable(Protocol):
@@ -29,3 +34,16 @@ class OwnsClients:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def storage_credential(
+    storage: StorageSettings, given: AsyncTokenCredential | None
+) -> tuple[AsyncTokenCredential, bool]:
+    """The credential for identity-based storage, and whether the adapter owns it (closes it): the
+    caller's (the CLI's signed-in identity), else the app's managed identity (a user-assigned one when
+    LicshiftStorage__clientId names it)."""
+    if given is not None:
+        return given, False
+    from azure.identity.aio import ManagedIdentityCredential
+
+    return ManagedIdentityCredential(client_id=storage.client_id), True

@@ -20,7 +20,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableEntity, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
-from licshift.adapters.clients import OwnsClients
+from licshift.adapters.clients import OwnsClients, storage_credential
 from licshift.adapters.entities import (
     ANSWER_PARTITION,
     CONTROL,
@@ -130,11 +130,7 @@ class Ledger(OwnsClients):
                 "no table storage configured: set LicshiftStorage (connection string) or "
                 "LicshiftStorage__tableServiceUri and LicshiftStorage__queueServiceUri"
             )
-        owns = credential is None
-        if credential is None:
-            from azure.identity.aio import ManagedIdentityCredential
-
-            credential = ManagedIdentityCredential(client_id=storage.client_id)
+        credential, owns = storage_credential(storage, credential)
         return Ledger(
             prefix=settings.table_prefix,
             table_service_uri=storage.table_service_uri,

@@ -28,7 +28,7 @@ from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
-from licshift.adapters.clients import OwnsClients
+from licshift.adapters.clients import OwnsClients, storage_credential
 from licshift.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -125,11 +125,7 @@ class StorageQueues(OwnsClients):
                 "no queue storage configured: set LicshiftStorage (connection string) or "
                 "LicshiftStorage__queueServiceUri and LicshiftStorage__tableServiceUri"
             )
-        owns = credential is None
-        if credential is None:
-            from azure.identity.aio import ManagedIdentityCredential
-
-            credential = ManagedIdentityCredential(client_id=storage.client_id)
+        credential, owns = storage_credential(storage, credential)
         return StorageQueues(
             queue_service_uri=storage.queue_service_uri,
             credential=credential,

@@ -98,15 +98,7 @@ def _register_start(actions: Any) -> None:
     _wave_options(start)
     start.add_argument("--dry-run", action="store_true", help="record the plan only (same as `licshift plan`)")
     start.add_argument("--force", action="store_true", help="skip the canary gate (not recommended)")
-    start.add_argument(
-        "--wait",
-        type=seconds,
-        nargs="?",
-        const=WAVE_WAIT,
-        default=None,
-        metavar="SECONDS",
-        help=f"follow the wave until it ends (default {WAVE_WAIT:g} s when given without a number)",
-    )
+    _follow_option(start, "the wave")
     _answer_options(start)
     start.set_defaults(handler=start_command)
 
@@ -154,15 +146,7 @@ def _register_retry(actions: Any) -> None:
     retry.add_argument("--failed", action="store_true", help="the users whose removal failed")
     retry.add_argument("--force", action="store_true", help="skip the canary gate (not recommended)")
     retry.add_argument("--requested-by", default=None, help="recorded in the ledger (default user@host)")
-    retry.add_argument(
-        "--wait",
-        type=seconds,
-        nargs="?",
-        const=WAVE_WAIT,
-        default=None,
-        metavar="SECONDS",
-        help=f"follow the new wave until it ends (default {WAVE_WAIT:g} s when given without a number)",
-    )
+    _follow_option(retry, "the new wave")
     _answer_options(retry)
     retry.set_defaults(handler=retry_command)
 
@@ -201,6 +185,18 @@ async def retry_command(args: argparse.Namespace, ctx: Context) -> int:
     )
     start.wave_id = None  # the new wave's id (args.wave_id named the wave retried)
     return await _start(start, ctx, dry_run=False, follow=args.wait)
+
+
+def _follow_option(cmd: argparse.ArgumentParser, what: str) -> None:
+    cmd.add_argument(
+        "--wait",
+        type=seconds,
+        nargs="?",
+        const=WAVE_WAIT,
+        default=None,
+        metavar="SECONDS",
+        help=f"follow {what} until it ends (default {WAVE_WAIT:g} s when given without a number)",
+    )
 
 
 def _wave_options(cmd: argparse.ArgumentParser) -> None:
