@@ -53,8 +53,12 @@ async def simulator(
         await sim.stop()
 
 
+OpenStack = Callable[..., contextlib.AbstractAsyncContextManager[LocalStack]]
+"""The `open_stack` fixture's type: open_stack(sim, **options) -> an async context manager of a LocalStack."""
+
+
 @pytest.fixture
-def open_stack(storage_connection_string: str) -> Callable[..., contextlib.AbstractAsyncContextManager[LocalStack]]:
+def open_stack(storage_connection_string: str) -> OpenStack:
     """open_stack(sim, graph_wrapper=..., overrides=..., max_dequeue_count=...) -> a LocalStack on its own
     tables and queues."""
 

@@ -5,20 +5,33 @@ which records FAILED and alerts."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from graphsim.faults import FaultRule
+from graphsim.server import Simulator
 from licshift.rules.outcomes import OutcomeStatus, Severity
 from licshift.rules.waves import WaveStatus
 from licshift.services.telemetry import DRIFT, DRIFT_SUMMARY, POISON
 
-from .conftest import E3, assert_all_final, by_user, completed, count, graph_losses, simulator, small_tenant, start
+from .conftest import (
+    E3,
+    OpenStack,
+    assert_all_final,
+    by_user,
+    completed,
+    count,
+    graph_losses,
+    simulator,
+    small_tenant,
+    start,
+)
 
 
-def direct_of(sim, user_id: str, sku_id: str) -> list[dict]:
+def direct_of(sim: Simulator, user_id: str, sku_id: str) -> list[dict[str, Any]]:
     return [s for s in sim.tenant.license_states(user_id) if s["skuId"] == sku_id and s.get("assignedByGroup") is None]
 
 
-async def test_rollback_restores_exactly_the_recorded_direct_assignments(open_stack) -> None:
+async def test_rollback_restores_exactly_the_recorded_direct_assignments(open_stack: OpenStack) -> None:
     doc = small_tenant(8)
     # Half the users had Sway disabled in their direct assignment: rollback must put that back too.
     doc["users"] = [
@@ -50,7 +63,7 @@ async def test_rollback_restores_exactly_the_recorded_direct_assignments(open_st
     assert graph_losses(sim) == []
 
 
-async def test_drift_watch_reports_direct_assignments_that_came_back(open_stack) -> None:
+async def test_drift_watch_reports_direct_assignments_that_came_back(open_stack: OpenStack) -> None:
     async with simulator(small_tenant(6)) as sim, open_stack(sim) as stack:
         group = sim.scenario.id("all")
         wave = await completed(stack, await stack.enqueue(start(group, force=True)))
@@ -69,7 +82,7 @@ async def test_drift_watch_reports_direct_assignments_that_came_back(open_stack)
     assert sim.counters.writes == writes, "drift watch only reports"
 
 
-async def test_drift_watch_also_watches_the_removals_of_a_halted_wave(open_stack) -> None:
+async def test_drift_watch_also_watches_the_removals_of_a_halted_wave(open_stack: OpenStack) -> None:
     async with simulator(small_tenant(3)) as sim, open_stack(sim) as stack:
         group = sim.scenario.id("all")
         wave = await completed(stack, await stack.enqueue(start(group, force=True)))
@@ -84,7 +97,7 @@ async def test_drift_watch_also_watches_the_removals_of_a_halted_wave(open_stack
     assert [f.user_id for f in report.findings] == [returned]
 
 
-async def test_a_removal_that_keeps_failing_is_poisoned_marked_failed_and_alerted(open_stack) -> None:
+async def test_a_removal_that_keeps_failing_is_poisoned_marked_failed_and_alerted(open_stack: OpenStack) -> None:
     async with simulator(small_tenant(4)) as sim, open_stack(sim, max_dequeue_count=2) as stack:
         group = sim.scenario.id("all")
         victim = sim.scenario.users[0].id

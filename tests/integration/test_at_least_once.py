@@ -13,6 +13,7 @@ from licshift.services import intake, remover
 
 from .conftest import (
     AfterRemove,
+    OpenStack,
     assert_all_final,
     by_user,
     completed,
@@ -28,7 +29,7 @@ class Crash(RuntimeError):
     """The worker dies after Graph accepted the removal, before the ledger knows."""
 
 
-async def test_a_crash_after_the_removal_call_ends_in_one_removed_outcome(open_stack) -> None:
+async def test_a_crash_after_the_removal_call_ends_in_one_removed_outcome(open_stack: OpenStack) -> None:
     async with simulator(small_tenant(6)) as sim:
         group = sim.scenario.id("all")
         victim = sim.scenario.users[2].id
@@ -56,7 +57,7 @@ async def test_a_crash_after_the_removal_call_ends_in_one_removed_outcome(open_s
         assert graph_losses(sim) == []
 
 
-async def test_the_same_removal_delivered_twice_and_concurrently_writes_once(open_stack) -> None:
+async def test_the_same_removal_delivered_twice_and_concurrently_writes_once(open_stack: OpenStack) -> None:
     async with simulator(small_tenant(8)) as sim, open_stack(sim) as stack:
         group = sim.scenario.id("all")
         await stack.enqueue({"command": "kill-switch", "on": True})
@@ -85,7 +86,7 @@ async def test_the_same_removal_delivered_twice_and_concurrently_writes_once(ope
     assert graph_losses(sim) == []
 
 
-async def test_a_removal_another_delivery_is_making_is_not_sent_twice(open_stack) -> None:
+async def test_a_removal_another_delivery_is_making_is_not_sent_twice(open_stack: OpenStack) -> None:
     async with simulator(small_tenant(1)) as sim, open_stack(sim) as stack:
         group = sim.scenario.id("all")
         await stack.enqueue({"command": "kill-switch", "on": True})

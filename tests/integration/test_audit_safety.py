@@ -20,7 +20,7 @@ from licshift.rules.waves import WaveStatus
 from licshift.services import remover, scheduler
 from licshift.services.telemetry import HALTED, POISON, RESTORED
 
-from .conftest import E3, by_user, count, graph_losses, simulator, small_tenant, start
+from .conftest import E3, OpenStack, by_user, count, graph_losses, simulator, small_tenant, start
 
 Fault = Callable[[str], GraphError | None]
 
@@ -78,7 +78,7 @@ def has_direct(sim: Any, user_id: str) -> Callable[[], Awaitable[bool]]:
 # --- S5: the kill switch setting ---------------------------------------------------------------------
 
 
-async def test_the_kill_switch_setting_stops_every_removal_like_the_control_row(open_stack) -> None:
+async def test_the_kill_switch_setting_stops_every_removal_like_the_control_row(open_stack: OpenStack) -> None:
     async with (
         simulator(small_tenant(6)) as sim,
         open_stack(sim, overrides={"LICSHIFT_KILL_SWITCH": "true"}) as stack,
@@ -101,7 +101,7 @@ async def test_the_kill_switch_setting_stops_every_removal_like_the_control_row(
 # --- S3: restores that do not go through at once ------------------------------------------------------
 
 
-async def test_a_restore_throttled_past_its_in_process_tries_is_still_carried_out(open_stack) -> None:
+async def test_a_restore_throttled_past_its_in_process_tries_is_still_carried_out(open_stack: OpenStack) -> None:
     async with simulator(small_tenant(3)) as sim:
         group = sim.scenario.id("all")
         victim = sim.scenario.users[0].id
@@ -118,8 +118,9 @@ async def test_a_restore_throttled_past_its_in_process_tries_is_still_carried_ou
                 return Throttled("restore throttled", retry_after=0.01)
             return None
 
-        harness = {"after_remove": break_victim, "restore_fault": throttle_restores}
-        async with open_stack(sim, graph_wrapper=lambda g: Harness(g, **harness)) as stack:
+        async with open_stack(
+            sim, graph_wrapper=lambda g: Harness(g, after_remove=break_victim, restore_fault=throttle_restores)
+        ) as stack:
             wave_id = await stack.enqueue(start(group, selection={"kind": "users", "users": [victim]}))
             wave = await stack.wait_for_wave(wave_id, {"halted", "completed"}, 30)
             restored = await stack.run_until(has_direct(sim, victim), 10)
@@ -137,7 +138,7 @@ async def test_a_restore_throttled_past_its_in_process_tries_is_still_carried_ou
     assert graph_losses(sim) == []
 
 
-async def test_a_restore_graph_keeps_refusing_still_halts_the_wave_and_is_retried(open_stack) -> None:
+async def test_a_restore_graph_keeps_refusing_still_halts_the_wave_and_is_retried(open_stack: OpenStack) -> None:
     async with simulator(small_tenant(3)) as sim:
         group = sim.scenario.id("all")
         victim = sim.scenario.users[0].id
@@ -151,8 +152,11 @@ async def test_a_restore_graph_keeps_refusing_still_halts_the_wave_and_is_retrie
         def refuse_restores(user_id: str) -> GraphError | None:
             return TransientGraphError("Graph is unavailable (503)", status=503) if outage[0] else None
 
-        harness = {"after_remove": break_victim, "restore_fault": refuse_restores}
-        async with open_stack(sim, graph_wrapper=lambda g: Harness(g, **harness), max_dequeue_count=3) as stack:
+        async with open_stack(
+            sim,
+            graph_wrapper=lambda g: Harness(g, after_remove=break_victim, restore_fault=refuse_restores),
+            max_dequeue_count=3,
+        ) as stack:
             wave_id = await stack.enqueue(start(group, selection={"kind": "users", "users": [victim]}))
             # The loss alone must halt the wave, whether or not the restore went through.
             wave = await stack.wait_for_wave(wave_id, {"halted", "completed"}, 20)
@@ -170,7 +174,7 @@ async def test_a_restore_graph_keeps_refusing_still_halts_the_wave_and_is_retrie
     assert graph_losses(sim) == []
 
 
-async def test_a_failed_read_after_the_restore_still_records_restored_halts_and_alerts(open_stack) -> None:
+async def test_a_failed_read_after_the_restore_still_records_restored_halts_and_alerts(open_stack: OpenStack) -> None:
     async with simulator(small_tenant(3)) as sim:
         group = sim.scenario.id("all")
         victim = sim.scenario.users[0].id
@@ -191,8 +195,10 @@ async def test_a_failed_read_after_the_restore_still_records_restored_halts_and_
                 return TransientGraphError("connection to Graph failed")
             return None
 
-        harness = {"after_remove": break_victim, "read_fault": fail_the_read_after_the_restore}
-        async with open_stack(sim, graph_wrapper=lambda g: Harness(g, **harness)) as stack:
+        async with open_stack(
+            sim,
+            graph_wrapper=lambda g: Harness(g, after_remove=break_victim, read_fault=fail_the_read_after_the_restore),
+        ) as stack:
             wave_id = await stack.enqueue(start(group, selection={"kind": "users", "users": [victim]}))
             wave = await stack.wait_for_wave(wave_id, {"halted", "completed"}, 30)
             await stack.idle(2)
@@ -209,7 +215,7 @@ async def test_a_failed_read_after_the_restore_still_records_restored_halts_and_
 # --- S3/S4: an in-flight removal orphaned when its wave stops -----------------------------------------
 
 
-async def test_a_loss_left_unreconciled_in_a_cancelled_wave_is_found_and_restored(open_stack) -> None:
+async def test_a_loss_left_unreconciled_in_a_cancelled_wave_is_found_and_restored(open_stack: OpenStack) -> None:
     async with simulator(small_tenant(3)) as sim:
         group = sim.scenario.id("all")
         victim = sim.scenario.users[0].id
@@ -224,8 +230,9 @@ async def test_a_loss_left_unreconciled_in_a_cancelled_wave_is_found_and_restore
         def reads(user_id: str) -> GraphError | None:
             return TransientGraphError("Graph is unavailable (503)", status=503) if graph_down[0] else None
 
-        harness = {"after_remove": break_victim, "read_fault": reads}
-        async with open_stack(sim, graph_wrapper=lambda g: Harness(g, **harness), max_dequeue_count=2) as stack:
+        async with open_stack(
+            sim, graph_wrapper=lambda g: Harness(g, after_remove=break_victim, read_fault=reads), max_dequeue_count=2
+        ) as stack:
             wave_id = await stack.enqueue(start(group, selection={"kind": "users", "users": [victim]}))
 
             async def poisoned() -> bool:
@@ -252,7 +259,7 @@ async def test_a_loss_left_unreconciled_in_a_cancelled_wave_is_found_and_restore
 # --- throttled reads are not failures ----------------------------------------------------------------
 
 
-async def test_throttled_reads_in_the_remover_are_retried_later_not_failed(open_stack) -> None:
+async def test_throttled_reads_in_the_remover_are_retried_later_not_failed(open_stack: OpenStack) -> None:
     async with simulator(small_tenant(3)) as sim:
         group = sim.scenario.id("all")
         victim = sim.scenario.users[0].id
@@ -282,7 +289,7 @@ async def test_throttled_reads_in_the_remover_are_retried_later_not_failed(open_
 # --- Microsoft's step 4 during the wave: group processing restarted after the scan ---------------------
 
 
-async def test_no_removal_is_enqueued_while_the_group_is_processing_again(open_stack) -> None:
+async def test_no_removal_is_enqueued_while_the_group_is_processing_again(open_stack: OpenStack) -> None:
     doc = small_tenant(4)
     # Processing that takes long (in simulated seconds; the initial assignment is already processed).
     doc["groups"][0]["processing"] = {"queued_seconds": 0, "in_progress_seconds": 1_000_000}

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .conftest import simulator, small_tenant, wait_processing_complete
+from .conftest import OpenStack, simulator, small_tenant, wait_processing_complete
 from .test_cli_process import assert_readme_keys, cli_env, licshift
 from .test_migrations import assign_wave_licenses
 
 
-async def test_check_on_the_adversarial_tenant_names_what_blocks_and_writes_nothing(open_stack, tmp_path: Path) -> None:
+async def test_check_on_the_adversarial_tenant_names_what_blocks_and_writes_nothing(
+    open_stack: OpenStack, tmp_path: Path
+) -> None:
     async with simulator("adversarial") as sim, open_stack(sim) as stack:
         group, _ = await assign_wave_licenses(sim)
         writes = sim.counters.writes
@@ -49,7 +51,7 @@ async def test_check_on_the_adversarial_tenant_names_what_blocks_and_writes_noth
     assert "only in a nested group: 2 user(s)" in people.out
 
 
-async def test_check_says_ready_when_every_member_would_migrate(open_stack, tmp_path: Path) -> None:
+async def test_check_says_ready_when_every_member_would_migrate(open_stack: OpenStack, tmp_path: Path) -> None:
     async with simulator(small_tenant(5)) as sim, open_stack(sim) as stack:
         group = sim.scenario.id("all")
         await wait_processing_complete(sim, group)

@@ -18,7 +18,7 @@ from licshift.cli.main import run
 from licshift.rules.waves import WaveStatus
 from licshift_local.stack import LocalStack
 
-from .conftest import E3, completed, simulator, small_tenant, wait_processing_complete
+from .conftest import E3, OpenStack, completed, simulator, small_tenant, wait_processing_complete
 
 
 def use_stack_settings(monkeypatch: pytest.MonkeyPatch, stack: LocalStack) -> None:
@@ -51,7 +51,7 @@ def test_without_storage_settings_the_cli_says_which_to_set(
 
 
 async def test_plan_then_wave_status_and_report(
-    open_stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    open_stack: OpenStack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     async with simulator(small_tenant(12)) as sim, open_stack(sim) as stack:
         use_stack_settings(monkeypatch, stack)

@@ -19,7 +19,7 @@ from licshift.adapters.ledger import Ledger
 from licshift.settings import Settings
 from licshift_local.stack import LocalStack
 
-from .conftest import E3, simulator, small_tenant, wait_processing_complete
+from .conftest import E3, OpenStack, simulator, small_tenant, wait_processing_complete
 
 CLI = Path(sys.executable).with_name("licshift")
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -98,7 +98,7 @@ async def kill_switch_row(stack: LocalStack) -> bool:
 # --- refusals, names, prefixes, exit codes -------------------------------------------------------------
 
 
-async def test_refusals_come_back_as_exit_3_with_the_reason(open_stack, tmp_path: Path) -> None:
+async def test_refusals_come_back_as_exit_3_with_the_reason(open_stack: OpenStack, tmp_path: Path) -> None:
     async with simulator(tenant()) as sim, open_stack(sim) as stack:
         env = cli_env(stack)
         all_users = sim.scenario.id("all")
@@ -127,7 +127,7 @@ async def test_refusals_come_back_as_exit_3_with_the_reason(open_stack, tmp_path
         assert answer["exit_code"] == 3
 
 
-async def test_names_prefixes_exit_codes_and_json_shapes(open_stack, tmp_path: Path) -> None:
+async def test_names_prefixes_exit_codes_and_json_shapes(open_stack: OpenStack, tmp_path: Path) -> None:
     async with simulator(tenant()) as sim, open_stack(sim) as stack:
         env = cli_env(stack)
         ids = sim.scenario.id
@@ -240,7 +240,7 @@ async def test_names_prefixes_exit_codes_and_json_shapes(open_stack, tmp_path: P
         assert drift.json() == {"open": 0, "cleared": 0, "summary": [], "drift": []}, str(drift)
 
 
-async def test_kill_switch_holds_waves_and_a_cancel_ends_the_wait_with_5(open_stack, tmp_path: Path) -> None:
+async def test_kill_switch_holds_waves_and_a_cancel_ends_the_wait_with_5(open_stack: OpenStack, tmp_path: Path) -> None:
     async with simulator(tenant()) as sim, open_stack(sim) as stack:
         env = cli_env(stack)
         await wait_processing_complete(sim, sim.scenario.id("all"))
@@ -283,7 +283,7 @@ async def test_kill_switch_holds_waves_and_a_cancel_ends_the_wait_with_5(open_st
         assert "kill switch off" in off.out, str(off)
 
 
-async def test_the_kill_switch_works_with_the_function_app_stopped(open_stack, tmp_path: Path) -> None:
+async def test_the_kill_switch_works_with_the_function_app_stopped(open_stack: OpenStack, tmp_path: Path) -> None:
     async with simulator(tenant()) as sim:
         async with open_stack(sim) as stack:
             env = cli_env(stack)

@@ -16,7 +16,7 @@ from licshift.services import drift as drift_module
 from licshift.services.telemetry import DRIFT, DRIFT_CLEARED
 from licshift_local.stack import LocalStack
 
-from .conftest import E3, completed, simulator, small_tenant, start
+from .conftest import E3, OpenStack, completed, simulator, small_tenant, start
 from .test_cli import use_stack_settings
 
 
@@ -31,7 +31,7 @@ async def drift_later(stack: LocalStack, minutes: float) -> drift_module.DriftRe
 
 
 async def test_drift_is_one_row_per_user_alerted_once_and_cleared_by_a_later_wave(
-    open_stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    open_stack: OpenStack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async with simulator(small_tenant(6)) as sim, open_stack(sim) as stack:
         group = sim.scenario.id("all")
@@ -86,7 +86,7 @@ async def test_drift_is_one_row_per_user_alerted_once_and_cleared_by_a_later_wav
     assert quiet_code == 0
 
 
-async def test_a_rollback_clears_the_drift_of_its_wave(open_stack) -> None:
+async def test_a_rollback_clears_the_drift_of_its_wave(open_stack: OpenStack) -> None:
     async with simulator(small_tenant(3)) as sim, open_stack(sim) as stack:
         group = sim.scenario.id("all")
         wave = await completed(stack, await stack.enqueue(start(group, force=True)))

@@ -11,19 +11,20 @@ from __future__ import annotations
 from dataclasses import replace
 
 from licshift.rules.messages import Task, TaskKind, encode_task
-from licshift.rules.outcomes import OutcomeStatus
+from licshift.rules.outcomes import Event, OutcomeStatus
 from licshift.rules.waves import WaveStatus
 from licshift.services.telemetry import REQUEST_REJECTED
+from licshift_local.stack import LocalStack
 
-from .conftest import by_user, completed, graph_losses, simulator, small_tenant, start
+from .conftest import OpenStack, by_user, completed, graph_losses, simulator, small_tenant, start
 
 
-async def _send_task(stack, task: Task) -> None:  # type: ignore[no-untyped-def]
+async def _send_task(stack: LocalStack, task: Task) -> None:
     await stack.rt.queue.send(stack.settings.removals_queue, encode_task(task))
     stack.host.nudge(stack.settings.removals_queue)
 
 
-async def _rejections(stack, at_least: int) -> list:  # type: ignore[no-untyped-def,type-arg]
+async def _rejections(stack: LocalStack, at_least: int) -> list[Event]:
     async def recorded() -> bool:
         return len(await stack.events([REQUEST_REJECTED])) >= at_least
 
@@ -32,7 +33,7 @@ async def _rejections(stack, at_least: int) -> list:  # type: ignore[no-untyped-
     return await stack.events([REQUEST_REJECTED])
 
 
-async def test_forged_restores_on_a_completed_wave_write_nothing_and_are_recorded(open_stack) -> None:
+async def test_forged_restores_on_a_completed_wave_write_nothing_and_are_recorded(open_stack: OpenStack) -> None:
     async with simulator(small_tenant(4)) as sim, open_stack(sim) as stack:
         group = sim.scenario.id("all")
         wave_id = await stack.enqueue(start(group, force=True))
@@ -67,7 +68,7 @@ async def test_forged_restores_on_a_completed_wave_write_nothing_and_are_recorde
     assert graph_losses(sim) == []
 
 
-async def test_a_forged_removal_against_a_dry_run_plan_leaves_the_plan_as_it_was(open_stack) -> None:
+async def test_a_forged_removal_against_a_dry_run_plan_leaves_the_plan_as_it_was(open_stack: OpenStack) -> None:
     async with simulator(small_tenant(3)) as sim, open_stack(sim) as stack:
         group = sim.scenario.id("all")
         wave_id = await stack.enqueue(start(group, dry_run=True))
@@ -88,7 +89,7 @@ async def test_a_forged_removal_against_a_dry_run_plan_leaves_the_plan_as_it_was
     assert rows_after == rows_before, "the plan rows are exactly as the scan recorded them"
 
 
-async def test_a_restore_acts_on_a_recorded_loss(open_stack) -> None:
+async def test_a_restore_acts_on_a_recorded_loss(open_stack: OpenStack) -> None:
     """The other side of the gate: a row whose loss is on record is restored by a restore task."""
     async with simulator(small_tenant(2)) as sim, open_stack(sim) as stack:
         group = sim.scenario.id("all")

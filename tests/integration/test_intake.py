@@ -8,13 +8,14 @@ import uuid
 
 from licshift.rules.outcomes import OutcomeStatus, Severity
 from licshift.services.telemetry import REQUEST_REJECTED, WAVE_ACCEPTED
+from licshift_local.stack import LocalStack
 
-from .conftest import simulator, small_tenant, start
+from .conftest import OpenStack, simulator, small_tenant, start
 
 OTHER_GROUP = "00000000-0000-4000-8000-0000000000aa"
 
 
-async def test_bad_commands_are_rejected_recorded_and_do_nothing(open_stack) -> None:
+async def test_bad_commands_are_rejected_recorded_and_do_nothing(open_stack: OpenStack) -> None:
     doc = small_tenant(6)
     doc["groups"].append({"key": "bare", "name": "No licenses", "members": ["@all"]})
     async with simulator(doc) as sim, open_stack(sim) as stack:
@@ -22,14 +23,14 @@ async def test_bad_commands_are_rejected_recorded_and_do_nothing(open_stack) -> 
         bad = [
             ("not json at all", "not valid JSON"),
             (json.dumps(start(f"{group}' or true", wave_id=str(uuid.uuid4()))), "group must be a GUID"),
-            (json.dumps(start(group, wave_id=str(uuid.uuid4()), skus=["E3')/x"])), "skuPartNumber"),
+            (json.dumps(start(group, wave_id=str(uuid.uuid4()), skus=("E3')/x",))), "skuPartNumber"),
             (
                 json.dumps(start(group, wave_id=str(uuid.uuid4()), selection={"kind": "percent", "percent": 0})),
                 "above 0",
             ),
             (json.dumps(start(group, wave_id=str(uuid.uuid4()), surprise=True)), "unknown field"),
             (json.dumps(start(OTHER_GROUP, wave_id=str(uuid.uuid4()), force=True)), "does not exist"),
-            (json.dumps(start(group, wave_id=str(uuid.uuid4()), skus=["EMS"], force=True)), "not subscribed"),
+            (json.dumps(start(group, wave_id=str(uuid.uuid4()), skus=("EMS",), force=True)), "not subscribed"),
             (json.dumps(start(bare, wave_id=str(uuid.uuid4()), force=True)), "does not assign ENTERPRISEPACK"),
             (json.dumps(start(group, wave_id=str(uuid.uuid4()))), "run a canary first"),
             (json.dumps({"command": "pause", "wave_id": str(uuid.uuid4())}), "does not exist"),
@@ -56,7 +57,7 @@ async def test_bad_commands_are_rejected_recorded_and_do_nothing(open_stack) -> 
     assert stats["waves_poison"].deliveries == 0
 
 
-async def test_allowlist_and_redelivered_start(open_stack) -> None:
+async def test_allowlist_and_redelivered_start(open_stack: OpenStack) -> None:
     async with simulator(small_tenant(4)) as sim:
         group = sim.scenario.id("all")
         allow = {"LICSHIFT_GROUP_ALLOWLIST": OTHER_GROUP}
@@ -83,11 +84,11 @@ async def test_allowlist_and_redelivered_start(open_stack) -> None:
     assert "already used by a different wave" in reused.message
 
 
-async def _has(stack, kind: str) -> bool:
+async def _has(stack: LocalStack, kind: str) -> bool:
     return bool(await stack.events([kind]))
 
 
-async def test_a_selection_larger_than_the_limit_halts_at_the_scan_before_any_write(open_stack) -> None:
+async def test_a_selection_larger_than_the_limit_halts_at_the_scan_before_any_write(open_stack: OpenStack) -> None:
     async with simulator(small_tenant(6)) as sim:
         group = sim.scenario.id("all")
         async with open_stack(sim, overrides={"LICSHIFT_MAX_WAVE_USERS": "4"}) as stack:

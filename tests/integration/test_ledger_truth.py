@@ -11,7 +11,7 @@ from licshift.rules.outcomes import OutcomeStatus
 from licshift.rules.waves import WaveStatus
 from licshift.services.remover import GONE_BEFORE_REMOVAL
 
-from .conftest import E3, by_user, completed, count, graph_losses, simulator, small_tenant, start
+from .conftest import E3, OpenStack, by_user, completed, count, graph_losses, simulator, small_tenant, start
 
 
 def direct_of(sim: Any, user_id: str) -> list[dict[str, Any]]:
@@ -36,14 +36,16 @@ class RemovedByAnAdminFirst:
         return await self._inner.user_licenses(user_id)
 
 
-async def test_a_direct_assignment_gone_before_removal_is_recorded_as_such_and_not_rolled_back(open_stack) -> None:
+async def test_a_direct_assignment_gone_before_removal_is_recorded_as_such_and_not_rolled_back(
+    open_stack: OpenStack,
+) -> None:
     async with simulator(small_tenant(4)) as sim:
         victim = sim.scenario.users[2].id
         harness: list[RemovedByAnAdminFirst] = []
 
         def wrap(inner: LicenseGraph) -> LicenseGraph:
             harness.append(RemovedByAnAdminFirst(inner, sim, victim))
-            return harness[0]  # type: ignore[return-value]
+            return harness[0]
 
         async with open_stack(sim, graph_wrapper=wrap) as stack:
             group = sim.scenario.id("all")

@@ -10,11 +10,11 @@ import json
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from licshift.adapters.queues import poison_queue
+from licshift.adapters.queues import StorageQueues, poison_queue
 from licshift.rules.outcomes import Severity
 from licshift.services.telemetry import RAW_LIMIT, REQUEST_REJECTED
 
-from .conftest import simulator, small_tenant
+from .conftest import OpenStack, simulator, small_tenant
 
 
 def b64(data: bytes) -> str:
@@ -33,14 +33,16 @@ BAD = {
 }
 
 
-async def test_undecodable_and_oversized_messages_on_every_queue_are_recorded_once(open_stack) -> None:
+async def test_undecodable_and_oversized_messages_on_every_queue_are_recorded_once(open_stack: OpenStack) -> None:
     async with simulator(small_tenant(2)) as sim, open_stack(sim) as stack:
         settings = stack.settings
+        sending = stack.rt.queue
+        assert isinstance(sending, StorageQueues)  # the one adapter that can send raw, undecodable text
         queues = [settings.waves_queue, settings.removals_queue]
         queues += [poison_queue(q) for q in queues]
         for queue in queues:
             for text in BAD.values():
-                await stack.rt.queue.send_text(queue, text)
+                await sending.send_text(queue, text)
             stack.host.nudge(queue)
         expected = len(queues) * len(BAD)
 

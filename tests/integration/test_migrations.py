@@ -11,6 +11,7 @@ from licshift.rules.outcomes import OutcomeStatus
 from licshift.rules.waves import WaveStatus
 
 from .conftest import (
+    OpenStack,
     assert_all_final,
     by_user,
     completed,
@@ -47,7 +48,7 @@ def selection_of(scenario: Scenario) -> dict[str, Any]:
     return {"kind": "all"}
 
 
-async def test_seed_example_dry_run_canary_then_the_rest(open_stack) -> None:
+async def test_seed_example_dry_run_canary_then_the_rest(open_stack: OpenStack) -> None:
     async with simulator("seed-example", users=200) as sim, open_stack(sim) as stack:
         group, skus = await assign_wave_licenses(sim)
         (e3,) = skus
@@ -84,7 +85,7 @@ async def test_seed_example_dry_run_canary_then_the_rest(open_stack) -> None:
     assert adapter_writes == 200
 
 
-async def test_adversarial_tenant_blocks_exactly_what_the_rule_must_block(open_stack) -> None:
+async def test_adversarial_tenant_blocks_exactly_what_the_rule_must_block(open_stack: OpenStack) -> None:
     async with simulator("adversarial") as sim, open_stack(sim) as stack:
         group, skus = await assign_wave_licenses(sim)
         wave_spec = sim.scenario.wave
@@ -98,13 +99,13 @@ async def test_adversarial_tenant_blocks_exactly_what_the_rule_must_block(open_s
     assert wave.status is WaveStatus.COMPLETED, wave.status_reason
     assert_all_final(rows)
     outcome = {(r.user_id, r.sku_id): r for r in rows}
-    mismatches = []
+    mismatches: list[tuple[str, str, str | None, str]] = []
     for user_id, expected in wave_spec.expected.items():
         for sku_id in skus:
             row = outcome.get((user_id, sku_id))
             if expected == "not-selected":
                 if row is not None:
-                    mismatches.append((user_id, expected, row.status.value))
+                    mismatches.append((user_id, expected, row.status.value, ""))
                 continue
             got = "remove" if row is not None and row.status is OutcomeStatus.REMOVED else (row.reason if row else None)
             if got != expected:

@@ -21,13 +21,13 @@ from licshift.rules.outcomes import OutcomeStatus
 from licshift.services.reportpage import TILES
 from licshift.services.telemetry import WAVE_STATUS
 
-from .conftest import completed, simulator, start
+from .conftest import OpenStack, completed, simulator, start
 from .test_cli import use_stack_settings
 from .test_migrations import assign_wave_licenses, selection_of
 
 
 async def test_report_of_the_adversarial_wave_in_a_browser(
-    open_stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    open_stack: OpenStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with simulator("adversarial") as sim, open_stack(sim) as stack:
         group, skus = await assign_wave_licenses(sim)

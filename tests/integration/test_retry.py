@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .conftest import E3, simulator, wait_processing_complete
+from .conftest import E3, OpenStack, simulator, wait_processing_complete
 from .test_cli_process import cli_env, licshift, tenant
 
 
-async def test_retry_the_blocked_users_after_fixing_the_group(open_stack, tmp_path: Path) -> None:
+async def test_retry_the_blocked_users_after_fixing_the_group(open_stack: OpenStack, tmp_path: Path) -> None:
     async with simulator(tenant()) as sim, open_stack(sim) as stack:
         env = cli_env(stack)
         partial = sim.scenario.id("partial")

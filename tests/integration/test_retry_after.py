@@ -23,7 +23,7 @@ from licshift.rules.waves import WaveStatus
 from licshift.services import scheduler
 from licshift.services.telemetry import THROTTLED
 
-from .conftest import E3, AfterRemove, by_user, graph_losses, simulator, small_tenant, start
+from .conftest import E3, AfterRemove, OpenStack, by_user, graph_losses, simulator, small_tenant, start
 
 RETRY_AFTER = 180
 
@@ -47,7 +47,7 @@ def calls_before_their_time(sim: Any, users: list[str]) -> list[tuple[str, str, 
     return early
 
 
-async def test_no_graph_call_for_a_throttled_row_before_its_retry_after(open_stack) -> None:
+async def test_no_graph_call_for_a_throttled_row_before_its_retry_after(open_stack: OpenStack) -> None:
     async with simulator(small_tenant(6)) as sim, open_stack(sim) as stack:
         group = sim.scenario.id("all")
         sim.faults.add(FaultRule.storm(RETRY_AFTER, kind="write", count=3, path_contains="assignLicense"))
@@ -91,7 +91,7 @@ async def test_no_graph_call_for_a_throttled_row_before_its_retry_after(open_sta
     assert graph_losses(sim) == []
 
 
-async def test_a_throttled_restore_is_not_retried_before_its_retry_after(open_stack) -> None:
+async def test_a_throttled_restore_is_not_retried_before_its_retry_after(open_stack: OpenStack) -> None:
     """The post-check found a loss and Graph throttled the restore for 180 s: the restore is queued for
     then (not retried in-process after a shorter wait), the loss is recorded and the wave halts now."""
     async with simulator(small_tenant(3)) as sim:
@@ -105,7 +105,7 @@ async def test_a_throttled_restore_is_not_retried_before_its_retry_after(open_st
                 sim.tenant.break_group_license(group, E3, users=[victim])
                 sim.faults.add(FaultRule.storm(RETRY_AFTER, kind="write", count=1, path_contains=victim))
 
-        async with open_stack(sim, graph_wrapper=lambda inner: AfterRemove(inner, break_victim)) as stack:  # type: ignore[arg-type]
+        async with open_stack(sim, graph_wrapper=lambda inner: AfterRemove(inner, break_victim)) as stack:
             wave_id = await stack.enqueue(start(group, force=True))
             wave = await stack.wait_for_wave(wave_id, {"halted"}, 30)
             await stack.idle(4)

@@ -3,33 +3,35 @@ kill-switched waves continue where they stopped, a cancelled one closes its rema
 
 from __future__ import annotations
 
+from graphsim.server import Simulator
 from licshift.rules.outcomes import OutcomeStatus
 from licshift.rules.waves import WaveStatus
+from licshift_local.stack import LocalStack
 
-from .conftest import assert_all_final, completed, count, graph_losses, simulator, small_tenant, start
+from .conftest import OpenStack, assert_all_final, completed, count, graph_losses, simulator, small_tenant, start
 
 SLOW = {"LICSHIFT_WRITE_RATE_CEILING": "4", "LICSHIFT_WRITE_RATE_FLOOR": "1"}
 """Four removals a second: slow enough to stop a wave halfway."""
 USERS = 12
 
 
-async def some_removed(stack, wave_id: str) -> None:
+async def some_removed(stack: LocalStack, wave_id: str) -> None:
     async def started() -> bool:
         return count(await stack.outcomes(wave_id), OutcomeStatus.REMOVED) >= 2
 
     assert await stack.run_until(started, 30)
 
 
-async def quiet_writes(stack, sim, seconds: float = 1.5) -> int:
+async def quiet_writes(stack: LocalStack, sim: Simulator, seconds: float = 1.5) -> int:
     """Let in-flight removals finish (their delays end within a tick), then prove no write happens."""
     await stack.idle(1.2)
     writes = sim.counters.writes
     await stack.idle(seconds)
     assert sim.counters.writes == writes, "a removal happened while the wave was stopped"
-    return writes
+    return int(writes)
 
 
-async def test_pause_stops_removals_and_resume_finishes_the_wave(open_stack) -> None:
+async def test_pause_stops_removals_and_resume_finishes_the_wave(open_stack: OpenStack) -> None:
     async with simulator(small_tenant(USERS)) as sim, open_stack(sim, overrides=SLOW) as stack:
         group = sim.scenario.id("all")
         wave_id = await stack.enqueue(start(group, force=True))
@@ -48,7 +50,7 @@ async def test_pause_stops_removals_and_resume_finishes_the_wave(open_stack) -> 
     assert graph_losses(sim) == []
 
 
-async def test_cancel_stops_removals_and_closes_the_rest(open_stack) -> None:
+async def test_cancel_stops_removals_and_closes_the_rest(open_stack: OpenStack) -> None:
     async with simulator(small_tenant(USERS)) as sim, open_stack(sim, overrides=SLOW) as stack:
         group = sim.scenario.id("all")
         wave_id = await stack.enqueue(start(group, force=True))
@@ -74,7 +76,7 @@ async def test_cancel_stops_removals_and_closes_the_rest(open_stack) -> None:
     assert graph_losses(sim) == []
 
 
-async def test_the_kill_switch_stops_every_wave_until_lifted(open_stack) -> None:
+async def test_the_kill_switch_stops_every_wave_until_lifted(open_stack: OpenStack) -> None:
     async with simulator(small_tenant(USERS)) as sim, open_stack(sim, overrides=SLOW) as stack:
         group = sim.scenario.id("all")
         wave_id = await stack.enqueue(start(group, force=True))
@@ -83,7 +85,9 @@ async def test_the_kill_switch_stops_every_wave_until_lifted(open_stack) -> None
         assert await stack.run_until(lambda: _kill_switch(stack, True), 10)
         writes = await quiet_writes(stack, sim)
         assert writes < USERS
-        assert (await stack.get_wave(wave_id)).status is WaveStatus.REMOVING
+        held = await stack.get_wave(wave_id)
+        assert held is not None
+        assert held.status is WaveStatus.REMOVING
         await stack.enqueue({"command": "kill-switch", "on": False})
         wave = await completed(stack, wave_id)
         rows = await stack.outcomes(wave_id)
@@ -93,6 +97,6 @@ async def test_the_kill_switch_stops_every_wave_until_lifted(open_stack) -> None
     assert sim.counters.writes == USERS
 
 
-async def _kill_switch(stack, on: bool) -> bool:
+async def _kill_switch(stack: LocalStack, on: bool) -> bool:
     control = await stack.rt.ledger.get_control()
     return control.value.kill_switch is on

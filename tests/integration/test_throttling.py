@@ -9,14 +9,14 @@ from licshift.rules.outcomes import OutcomeStatus
 from licshift.rules.waves import WaveStatus
 from licshift.services.telemetry import THROTTLED
 
-from .conftest import assert_all_final, completed, count, graph_losses, simulator, small_tenant, start
+from .conftest import OpenStack, assert_all_final, completed, count, graph_losses, simulator, small_tenant, start
 
 USERS = 30
 # 12 writes per 150 sim seconds = per 1.5 real seconds: far below licshift's ceiling of 20/s.
 TIGHT = ThrottleLimits(ru_per_window=50_000, app_writes=12, app_write_window_seconds=150.0)
 
 
-async def test_a_compressed_write_quota_slows_the_wave_down_but_everything_is_removed(open_stack) -> None:
+async def test_a_compressed_write_quota_slows_the_wave_down_but_everything_is_removed(open_stack: OpenStack) -> None:
     async with simulator(small_tenant(USERS), throttling=TIGHT) as sim, open_stack(sim) as stack:
         group = sim.scenario.id("all")
         wave_id = await stack.enqueue(start(group, force=True))
@@ -45,7 +45,7 @@ async def test_a_compressed_write_quota_slows_the_wave_down_but_everything_is_re
     assert graph_losses(sim) == []
 
 
-async def test_a_429_whose_write_was_applied_still_ends_removed(open_stack) -> None:
+async def test_a_429_whose_write_was_applied_still_ends_removed(open_stack: OpenStack) -> None:
     async with simulator(small_tenant(5)) as sim, open_stack(sim) as stack:
         group = sim.scenario.id("all")
         victim = sim.scenario.users[1].id

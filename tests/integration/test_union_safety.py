@@ -17,6 +17,7 @@ from licshift.services.telemetry import RESTORED
 
 from .conftest import (
     E3,
+    OpenStack,
     assert_all_final,
     by_user,
     completed,
@@ -65,7 +66,7 @@ def users_of(sim: Any, prefix: str) -> list[str]:
     return [u.id for u in sim.scenario.users if u.upn.startswith(prefix)]
 
 
-async def test_reprocessing_relied_on_group_holds_then_migrates(open_stack) -> None:
+async def test_reprocessing_relied_on_group_holds_then_migrates(open_stack: OpenStack) -> None:
     async with simulator(union_tenant(4, 4)) as sim, open_stack(sim) as stack:
         wave_group, extra = sim.scenario.id("wave"), sim.scenario.id("extra")
         relying, covered = users_of(sim, "rely"), users_of(sim, "cover")
@@ -101,7 +102,7 @@ async def test_reprocessing_relied_on_group_holds_then_migrates(open_stack) -> N
     assert sim.counters.writes == len(covered)
 
 
-async def test_remover_holds_when_the_relied_on_group_changes_after_enqueue(open_stack) -> None:
+async def test_remover_holds_when_the_relied_on_group_changes_after_enqueue(open_stack: OpenStack) -> None:
     """The scheduler saw every group complete; the change lands between enqueue and the remover's
     fresh read. The remover's own check of the relied-on groups must hold the user."""
     async with simulator(union_tenant(1, 0)) as sim:
@@ -135,7 +136,7 @@ async def test_remover_holds_when_the_relied_on_group_changes_after_enqueue(open
     assert sim.counters.writes == 0
 
 
-async def test_settle_check_restores_after_relied_on_group_disables_plan(open_stack) -> None:
+async def test_settle_check_restores_after_relied_on_group_disables_plan(open_stack: OpenStack) -> None:
     overrides = {"LICSHIFT_SETTLE_SCHEDULE": "00:00:01"}
     async with simulator(union_tenant(3, 0)) as sim, open_stack(sim, overrides=overrides) as stack:
         wave_group, extra = sim.scenario.id("wave"), sim.scenario.id("extra")
@@ -172,7 +173,7 @@ async def test_settle_check_restores_after_relied_on_group_disables_plan(open_st
     assert sim.counters.writes == 2 * len(relying), "one removal and one restore each"
 
 
-async def test_settle_check_alert_only_leaves_the_user_and_alerts(open_stack) -> None:
+async def test_settle_check_alert_only_leaves_the_user_and_alerts(open_stack: OpenStack) -> None:
     overrides = {"LICSHIFT_SETTLE_SCHEDULE": "00:00:01", "LICSHIFT_SETTLE_ACTION": "alert-only"}
     async with simulator(union_tenant(1, 0)) as sim, open_stack(sim, overrides=overrides) as stack:
         wave_group, extra = sim.scenario.id("wave"), sim.scenario.id("extra")

@@ -10,6 +10,7 @@ from licshift.services.telemetry import HALTED, RESTORED
 
 from .conftest import (
     AfterRemove,
+    OpenStack,
     assert_all_final,
     by_user,
     completed,
@@ -21,7 +22,7 @@ from .conftest import (
 )
 
 
-async def test_a_group_assignment_that_breaks_after_the_scan_blocks_the_removal(open_stack) -> None:
+async def test_a_group_assignment_that_breaks_after_the_scan_blocks_the_removal(open_stack: OpenStack) -> None:
     async with simulator(small_tenant(12)) as sim, open_stack(sim) as stack:
         group = sim.scenario.id("all")
         victim = sim.scenario.users[3].id
@@ -48,7 +49,7 @@ async def test_a_group_assignment_that_breaks_after_the_scan_blocks_the_removal(
         assert direct, "the blocked user keeps the direct assignment"
 
 
-async def test_a_break_right_after_the_removal_is_restored_and_halts_the_wave(open_stack) -> None:
+async def test_a_break_right_after_the_removal_is_restored_and_halts_the_wave(open_stack: OpenStack) -> None:
     async with simulator(small_tenant(10)) as sim:
         group = sim.scenario.id("all")
         victim = sim.scenario.users[0].id
@@ -78,7 +79,7 @@ async def test_a_break_right_after_the_removal_is_restored_and_halts_the_wave(op
         assert sim.counters.writes == 2, "one removal and one restore"
 
 
-async def test_a_halted_wave_closes_its_remaining_removals(open_stack) -> None:
+async def test_a_halted_wave_closes_its_remaining_removals(open_stack: OpenStack) -> None:
     async with simulator(small_tenant(30)) as sim:
         group = sim.scenario.id("all")
         first = min(u.id for u in sim.scenario.users)  # enqueued first: removals go in user id order

@@ -11,10 +11,10 @@ from licshift.rules.waves import WaveStatus
 from licshift.services import scheduler
 from licshift.services.telemetry import PROCESSING_TIMEOUT
 
-from .conftest import simulator, start
+from .conftest import OpenStack, simulator, start
 
 
-async def test_a_group_still_processing_keeps_the_wave_waiting_then_halts_it(open_stack) -> None:
+async def test_a_group_still_processing_keeps_the_wave_waiting_then_halts_it(open_stack: OpenStack) -> None:
     async with simulator("adversarial") as sim, open_stack(sim) as stack:
         slow = next(w for w in sim.scenario.waves if w.group != sim.scenario.wave.group)
         assert sim.tenant.group_processing_state(slow.group) != "ProcessingComplete"
