@@ -113,6 +113,9 @@ param writeRateCeiling string = '20'
 @description('LICSHIFT_CANARY_MAX_USERS: largest wave allowed without a completed, clean canary.')
 param canaryMaxUsers int = 25
 
+@description('LICSHIFT_DRIFT_REMOVE: true lets the drift watch remove drifted direct licenses again with a follow-up wave (full rule).')
+param driftRemove bool = false
+
 @description('LICSHIFT_KILL_SWITCH: true stops every removal (the control table switch does the same at run time).')
 param killSwitch bool = false
 
@@ -175,6 +178,7 @@ var licshiftSettings = {
   LICSHIFT_TICK_SCHEDULE: tickSchedules['${tickSeconds}']
   LICSHIFT_TICK_SECONDS: string(tickSeconds)
   LICSHIFT_DRIFT_SCHEDULE: driftSchedule
+  LICSHIFT_DRIFT_REMOVE: driftRemove ? 'true' : 'false'
   LICSHIFT_SETTLE_SCHEDULE: '0 */5 * * * *'
   LICSHIFT_POLICY: policy
   LICSHIFT_GROUP_ALLOWLIST: groupAllowlist

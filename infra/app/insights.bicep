@@ -99,6 +99,13 @@ var alertRules = [
     description: 'Something (a legacy licensing script?) re-added a direct assignment licshift removed. Fix the script, then run a new wave on the group.'
     query: 'traces | where tostring(customDimensions.licshift_kind) == "drift" | project timestamp, message, wave_id = tostring(customDimensions.licshift_wave_id), user_id = tostring(customDimensions.licshift_user_id)'
   }
+  {
+    name: 'drift-remove-held'
+    severity: 2
+    title: 'licshift: a direct license keeps coming back after follow-up waves'
+    description: 'LICSHIFT_DRIFT_REMOVE removed it again LICSHIFT_DRIFT_REMOVE_MAX_REPEATS times and it came back each time; licshift stopped removing it. Fix the script that re-adds it, then start a wave.'
+    query: 'traces | where tostring(customDimensions.licshift_kind) == "drift-remove-held" | project timestamp, message, wave_id = tostring(customDimensions.licshift_wave_id), user_id = tostring(customDimensions.licshift_user_id)'
+  }
 ]
 
 resource alerts 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [

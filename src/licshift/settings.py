@@ -257,6 +257,28 @@ SPECS: tuple[Spec, ...] = (
     ),
     Spec("LICSHIFT_DRIFT_SCHEDULE", "drift_schedule", "0 0 * * * *", _text, "NCRONTAB (UTC) of the drift watch."),
     Spec(
+        "LICSHIFT_DRIFT_REMOVE",
+        "drift_remove",
+        False,
+        _flag,
+        "`true`: the drift watch removes drifted direct licenses again through a follow-up wave of exactly "
+        "those users (full rule, canary gate); off: it only reports them.",
+    ),
+    Spec(
+        "LICSHIFT_DRIFT_REMOVE_MAX_USERS",
+        "drift_remove_max_users",
+        500,
+        _integer(1, 100_000),
+        "Most users the drift watch puts into follow-up waves per run; the rest wait for the next run.",
+    ),
+    Spec(
+        "LICSHIFT_DRIFT_REMOVE_MAX_REPEATS",
+        "drift_remove_max_repeats",
+        3,
+        _integer(1, 100),
+        "Follow-up waves per user and SKU; when the license keeps coming back, licshift holds it and alerts.",
+    ),
+    Spec(
         "LICSHIFT_WRITE_QUOTA_SHARE",
         "write_quota_share",
         0.97,
@@ -369,6 +391,9 @@ class Settings:
     tick_schedule: str = _default("tick_schedule")
     tick_seconds: float = _default("tick_seconds")
     drift_schedule: str = _default("drift_schedule")
+    drift_remove: bool = _default("drift_remove")
+    drift_remove_max_users: int = _default("drift_remove_max_users")
+    drift_remove_max_repeats: int = _default("drift_remove_max_repeats")
     write_quota_share: float = _default("write_quota_share")
     write_rate_ceiling: float = _default("write_rate_ceiling")
     write_rate_floor: float = _default("write_rate_floor")

@@ -68,6 +68,7 @@ ALERTED_KINDS = {
     telemetry.POISON,
     telemetry.REMOVAL_FAILED,
     telemetry.DRIFT,
+    telemetry.DRIFT_REMOVE_HELD,
 }
 
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -343,6 +344,7 @@ def test_deployed_defaults_configure_the_same_app_as_settings_defaults() -> None
         "group_allowlist",
         "canary_max_users",
         "kill_switch",
+        "drift_remove",
     ):
         assert getattr(from_bicep, field) == getattr(defaults, field), field
 
@@ -352,7 +354,7 @@ def test_admin_knobs_are_parameters() -> None:
     parameters = _parse(MAIN)["parameters"]
     for setting in ("LICSHIFT_POLICY", "LICSHIFT_GROUP_ALLOWLIST", "LICSHIFT_WRITE_RATE_CEILING"):
         assert knobs[setting] in parameters, f"{setting} is not a parameter"
-    for setting in ("LICSHIFT_CANARY_MAX_USERS", "LICSHIFT_KILL_SWITCH"):
+    for setting in ("LICSHIFT_CANARY_MAX_USERS", "LICSHIFT_KILL_SWITCH", "LICSHIFT_DRIFT_REMOVE"):
         assert set(re.findall(r"[A-Za-z]+", json.dumps(knobs[setting]))) & set(parameters), setting
 
 

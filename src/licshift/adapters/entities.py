@@ -410,6 +410,9 @@ def drift_to_entity(state: DriftState) -> dict[str, Any]:
         "group_name": _free_text(state.group_name),
         "sku_name": _fit(state.sku_name, "sku name"),
         "cleared_reason": _free_text(state.cleared_reason),
+        "auto_removals": state.auto_removals,
+        "auto_wave_id": _fit(state.auto_wave_id, "wave id"),
+        "held": _free_text(state.held),
     }
     if state.cleared_at is not None:
         entity["cleared_at"] = _utc(state.cleared_at, "cleared_at")
@@ -431,6 +434,9 @@ def drift_from_entity(entity: Mapping[str, Any]) -> DriftState:
             sku_name=_text(entity, "sku_name"),
             cleared_at=None if cleared is None else _read_datetime(cleared),
             cleared_reason=_text(entity, "cleared_reason"),
+            auto_removals=int(entity.get("auto_removals", 0)),
+            auto_wave_id=_text(entity, "auto_wave_id"),
+            held=_text(entity, "held"),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise LedgerCorrupt(f"drift row {entity.get('RowKey')!r} cannot be read: {exc}") from exc

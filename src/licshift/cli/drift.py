@@ -53,6 +53,9 @@ def drift_json(s: DriftState) -> dict[str, object]:
         "last_seen": s.last_seen.isoformat(),
         "cleared_at": s.cleared_at.isoformat() if s.cleared_at else None,
         "cleared_reason": s.cleared_reason,
+        "follow_up_wave": s.auto_wave_id or None,
+        "follow_ups": s.auto_removals,
+        "held": s.held,
     }
 
 
@@ -65,11 +68,19 @@ def drift_table(states: Sequence[DriftState]) -> str:
             short_id(s.wave_id),
             f"{s.first_seen:%Y-%m-%d %H:%M}",
             f"{s.last_seen:%Y-%m-%d %H:%M}",
+            _follow_up(s),
             f"{s.cleared_at:%Y-%m-%d %H:%M} {s.cleared_reason}" if s.cleared_at else "",
         ]
         for s in states
     ]
-    return table(["user", "sku", "group", "wave", "first seen", "last seen", "cleared"], rows)
+    return table(["user", "sku", "group", "wave", "first seen", "last seen", "removed again", "cleared"], rows)
+
+
+def _follow_up(s: DriftState) -> str:
+    """LICSHIFT_DRIFT_REMOVE's part: the latest follow-up wave and how many there were, or held."""
+    if s.held:
+        return f"held after {s.auto_removals}"
+    return f"{short_id(s.auto_wave_id)} ({s.auto_removals}x)" if s.auto_wave_id else ""
 
 
 def drift_text(states: Sequence[DriftState], open_: Sequence[DriftState], summary: list[dict[str, object]]) -> str:
@@ -80,6 +91,12 @@ def drift_text(states: Sequence[DriftState], open_: Sequence[DriftState], summar
     lines = [f"{len(open_)} direct license(s) came back after migration ({users} user(s)):"]
     lines += [f"  {r['group'] or r['group_id']} / {r['sku'] or r['sku_id']}: {r['users']} user(s)" for r in summary]
     lines.append(drift_table(states))
+    held = sum(1 for s in open_ if s.held)
+    if held:
+        lines.append(
+            f"{held} held: they came back after every follow-up wave (LICSHIFT_DRIFT_REMOVE_MAX_REPEATS), "
+            "so licshift no longer removes them on its own"
+        )
     lines.append(
         "next: fix the legacy script that re-adds them, then start a new wave on the group "
         "(licshift wave start --group <group> --sku <sku> --all): it migrates them again with every check"

@@ -151,6 +151,13 @@ class DriftState:
     sku_name: str = ""
     cleared_at: datetime | None = None
     cleared_reason: str = ""
+    auto_removals: int = 0
+    """Follow-up waves licshift started to remove it again (LICSHIFT_DRIFT_REMOVE); kept when the
+    row is cleared and the license comes back, so a script that keeps re-adding it is noticed."""
+    auto_wave_id: str = ""
+    """The latest follow-up wave started for this drift ("" = none yet)."""
+    held: str = ""
+    """Why licshift stopped removing it again ("" = not held); an admin takes it from there."""
 
     @property
     def key(self) -> str:

@@ -8,10 +8,12 @@ wave removed the license again, the wave was rolled back, or the direct license 
 drift raises an alert (a `drift` event once per row); `drift-cleared` records the resolution, and
 `licshift drift` lists the current state.
 
-Report only, on purpose: removing them again would fight the legacy script (both would flip the
-assignment back and forth, spending Graph writes each round), and the real fix is to change that
-script. Once it is fixed, a new wave on the same group migrates exactly these users again with every
-safety check of a wave (fresh read, decision rule, post-check), and clears their drift rows.
+Report only by default: removing them again fights the legacy script (both flip the assignment
+back and forth, spending Graph writes each round), and the real fix is to change that script. Once
+it is fixed, a new wave on the same group migrates exactly these users again with every safety check
+of a wave (fresh read, decision rule, post-check), and clears their drift rows. With
+LICSHIFT_DRIFT_REMOVE on, the watch starts that wave itself (services.driftremoval), within guard
+rails, and holds a license that keeps coming back instead of looping.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from licshift.ports.graph import GraphError
 from licshift.rules.outcomes import DriftState, Event, Outcome, OutcomeStatus, Severity, outcome_key
 from licshift.rules.waves import Wave, WaveStatus
 from licshift.services import telemetry
+from licshift.services.driftremoval import RemovalReport, remove_drift_again
 from licshift.services.runtime import Runtime
 from licshift.services.skus import UnknownSku
 
@@ -52,6 +55,8 @@ class DriftReport:
     new: list[DriftState] = field(default_factory=list)
     cleared: list[DriftState] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    removal: RemovalReport | None = None
+    """What LICSHIFT_DRIFT_REMOVE did in this run (None when it is off)."""
 
 
 @dataclass
@@ -91,7 +96,7 @@ async def drift_watch(rt: Runtime) -> DriftReport:
             if old is not None and old.open:
                 changed.append(replace(old, last_seen=now, wave_id=state.wave_id))
             else:
-                report.new.append(replace(state, first_seen=now, last_seen=now))
+                report.new.append(_reopened(state, old, now))
     still = {outcome_key(f.user_id, f.sku_id) for f in report.findings}
     for old in known.values():
         # A group with no watched wave left (its waves were rolled back) needs no scan to clear.
@@ -100,7 +105,16 @@ async def drift_watch(rt: Runtime) -> DriftReport:
             report.cleared.append(replace(old, cleared_at=now, cleared_reason=reason))
     await rt.ledger.put_drift([*changed, *report.new, *report.cleared])
     await _emit(rt, report, now)
+    if rt.settings.drift_remove:
+        report.removal = await remove_drift_again(rt)
     return report
+
+
+def _reopened(state: DriftState, old: DriftState | None, now: datetime) -> DriftState:
+    """New drift; a license that was removed again before keeps its count, so a loop is noticed."""
+    if old is None:
+        return replace(state, first_seen=now, last_seen=now)
+    return replace(state, first_seen=now, last_seen=now, auto_removals=old.auto_removals, held=old.held)
 
 
 async def _drifted(rt: Runtime, group_id: str, removed: _Removed) -> list[DriftState]:
@@ -158,6 +172,12 @@ def _data(state: DriftState) -> dict[str, str]:
     return {"upn": state.user_principal_name, "group": state.group_name, "sku": state.sku_name}
 
 
+def _next_step(rt: Runtime, group: str) -> str:
+    if rt.settings.drift_remove:
+        return "fix the script; meanwhile licshift removes it again with a follow-up wave (LICSHIFT_DRIFT_REMOVE)"
+    return f"fix the script, then start a new wave on {group}"
+
+
 async def _emit(rt: Runtime, report: DriftReport, now: datetime) -> None:
     for state in report.new:
         user, sku = _label(state)
@@ -166,7 +186,7 @@ async def _emit(rt: Runtime, report: DriftReport, now: datetime) -> None:
             Event(
                 kind=telemetry.DRIFT,
                 message=f"user {user} has a direct license of {sku} again after wave {state.wave_id} removed it "
-                f"(a legacy script?); fix the script, then start a new wave on {state.group_name or state.group_id}",
+                f"(a legacy script?); {_next_step(rt, state.group_name or state.group_id)}",
                 severity=Severity.WARNING,
                 wave_id=state.wave_id,
                 user_id=state.user_id,
@@ -205,8 +225,8 @@ async def _summaries(rt: Runtime, report: DriftReport, now: datetime) -> None:
             Event(
                 kind=telemetry.DRIFT_SUMMARY,
                 message=f"wave {wave_id}: {open_[wave_id]} user(s) have a direct license again "
-                f"({new[wave_id]} new, {cleared[wave_id]} cleared); fix the legacy script, then start a new wave "
-                "on the group to migrate them again (licshift drift lists them)",
+                f"({new[wave_id]} new, {cleared[wave_id]} cleared); {_next_step(rt, 'the group')} "
+                "(licshift drift lists them)",
                 severity=Severity.WARNING if new[wave_id] else Severity.INFO,
                 wave_id=wave_id,
                 actor=ACTOR,
