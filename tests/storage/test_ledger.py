@@ -24,7 +24,7 @@ from licshift.adapters.ledger import Ledger
 from licshift.ports.store import ConcurrencyConflict, LedgerStore
 from licshift.rules.decide import Policy
 from licshift.rules.licenses import DirectAssignment, GroupOptions
-from licshift.rules.outcomes import Control, Event, Outcome, OutcomeStatus, Severity
+from licshift.rules.outcomes import Control, DriftState, Event, Outcome, OutcomeStatus, Severity
 from licshift.rules.waves import Selection, SelectionKind, Wave, WaveCounters, WaveStatus
 from licshift.settings import Settings, SettingsError
 
@@ -483,3 +483,29 @@ async def test_every_control_field_round_trips(ledger: Ledger, control: Control)
     current = await ledger.get_control()
     await ledger.save_control(control, current.etag)
     assert (await ledger.get_control()).value == control
+
+
+drift_states = st.builds(
+    DriftState,
+    user_id=guids,
+    sku_id=guids,
+    group_id=guids,
+    wave_id=guids,
+    first_seen=moments,
+    last_seen=moments,
+    user_principal_name=texts,
+    group_name=texts,
+    sku_name=texts,
+    cleared_at=st.none() | moments,
+    cleared_reason=texts,
+    auto_removals=counts,
+    auto_wave_id=st.sampled_from(["", guid()]),
+    held=texts,
+)
+
+
+@ROUND_TRIP
+@given(state=drift_states)
+async def test_every_drift_field_round_trips(ledger: Ledger, state: DriftState) -> None:
+    await ledger.put_drift([state])
+    assert [s async for s in ledger.iter_drift() if s.key == state.key] == [state]

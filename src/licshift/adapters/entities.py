@@ -410,7 +410,7 @@ def drift_to_entity(state: DriftState) -> dict[str, Any]:
         "group_name": _free_text(state.group_name),
         "sku_name": _fit(state.sku_name, "sku name"),
         "cleared_reason": _free_text(state.cleared_reason),
-        "auto_removals": state.auto_removals,
+        "auto_removals": _write_int(state.auto_removals),
         "auto_wave_id": _fit(state.auto_wave_id, "wave id"),
         "held": _free_text(state.held),
     }
@@ -434,7 +434,7 @@ def drift_from_entity(entity: Mapping[str, Any]) -> DriftState:
             sku_name=_text(entity, "sku_name"),
             cleared_at=None if cleared is None else _read_datetime(cleared),
             cleared_reason=_text(entity, "cleared_reason"),
-            auto_removals=int(entity.get("auto_removals", 0)),
+            auto_removals=_read_int(entity.get("auto_removals")),
             auto_wave_id=_text(entity, "auto_wave_id"),
             held=_text(entity, "held"),
         )
