@@ -17,7 +17,7 @@ from licshift.rules.waves import SelectionKind, WaveStatus
 from licshift.services.telemetry import DRIFT_REMOVE, DRIFT_REMOVE_HELD, WAVE_ACCEPTED
 from licshift_local.stack import LocalStack
 
-from .conftest import E3, completed, graph_losses, simulator, small_tenant, start
+from .conftest import E3, OpenStack, completed, graph_losses, simulator, small_tenant, start
 from .test_cli import use_stack_settings
 from .test_drift_state import drift_later
 
@@ -41,7 +41,7 @@ async def migrated_then_readded(stack: LocalStack, sim: Simulator, users: int) -
 
 
 async def test_drift_is_removed_again_by_a_follow_up_wave_of_exactly_those_users(
-    open_stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    open_stack: OpenStack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async with simulator(small_tenant(6)) as sim, open_stack(sim, overrides=ON) as stack:
         first_id, returned = await migrated_then_readded(stack, sim, 2)
@@ -85,7 +85,7 @@ async def test_drift_is_removed_again_by_a_follow_up_wave_of_exactly_those_users
     assert {d["follow_up_wave"] for d in listed["drift"]} == {follow_id}
 
 
-async def test_with_the_setting_off_drift_is_only_reported(open_stack) -> None:
+async def test_with_the_setting_off_drift_is_only_reported(open_stack: OpenStack) -> None:
     async with simulator(small_tenant(4)) as sim, open_stack(sim) as stack:
         _, returned = await migrated_then_readded(stack, sim, 2)
         found = await stack.run_drift()
@@ -100,7 +100,7 @@ async def test_with_the_setting_off_drift_is_only_reported(open_stack) -> None:
     assert events == []
 
 
-async def test_a_license_that_keeps_coming_back_is_held_with_an_alert(open_stack) -> None:
+async def test_a_license_that_keeps_coming_back_is_held_with_an_alert(open_stack: OpenStack) -> None:
     overrides = {**ON, "LICSHIFT_DRIFT_REMOVE_MAX_REPEATS": "1"}
     async with simulator(small_tenant(4)) as sim, open_stack(sim, overrides=overrides) as stack:
         _, returned = await migrated_then_readded(stack, sim, 1)
