@@ -25,6 +25,7 @@ from typing import Any, Final
 from azure.data.tables import EdmType, EntityProperty
 
 from licshift.rules.answers import Answer, Verdict
+from licshift.rules.census import WORK_STATUSES, Move
 from licshift.rules.decide import Policy
 from licshift.rules.licenses import DirectAssignment, GroupOptions
 from licshift.rules.outcomes import (
@@ -67,6 +68,15 @@ TRUNCATION_MARK: Final = " …[truncated {n} characters]"
 _MAX_TICKS: Final = 3_155_378_975_999_999_999
 """.NET DateTime.MaxValue.Ticks: inverted ticks make RowKeys sort newest first, as in Azure's own tables."""
 _EPOCH: Final = datetime(1, 1, 1, tzinfo=UTC)
+LEDGER_ROWS: Final = "~"
+"""Rows of an Outcomes partition that are not outcomes have RowKeys from here on ("~" sorts after
+every character of a user id or SKU id): readers of outcomes stop before it."""
+COUNTS_ROW: Final = "~c"
+JOURNAL_PREFIX: Final = "~j|"
+INDEX_PREFIX: Final = "~w|"
+_INDEXED_FIELDS: Final = ("PartitionKey", "user_id", "sku_id", "status", "relied_on", "updated_at", "not_before")
+INDEX_SELECT: Final = ("RowKey", *_INDEXED_FIELDS)
+"""What an index row holds, and what a re-index reads of each row."""
 _PREFIX = re.compile(r"^(?:[A-Za-z][A-Za-z0-9]*)?$")
 _KEY_FORBIDDEN = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
 
@@ -371,6 +381,65 @@ def outcome_from_entity(entity: Mapping[str, Any]) -> Outcome:
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise LedgerCorrupt(f"{where} cannot be read: {exc}") from exc
+
+
+def index_key(status: OutcomeStatus, key: str) -> str:
+    """RowKey of the index row of outcome `key` while it is in a work status (`~w|<status>|<key>`)."""
+    return f"{INDEX_PREFIX}{status.value}|{key}"
+
+
+def index_range(status: OutcomeStatus) -> tuple[str, str]:
+    """The RowKeys of every index row of `status`: `low < RowKey < high`."""
+    prefix = index_key(status, "")
+    return prefix, prefix[:-1] + "}"  # "}" sorts right after "|"
+
+
+def index_entity(outcome_entity: Mapping[str, Any]) -> dict[str, Any]:
+    """The index row of an outcome in a work status: what the scheduler needs to pick and hold it
+    (keys, status, relied-on groups, times), without reading the outcome row."""
+    status = OutcomeStatus(str(outcome_entity["status"]))
+    assert status in WORK_STATUSES, status
+    entity = {k: outcome_entity[k] for k in _INDEXED_FIELDS if k in outcome_entity}
+    entity["RowKey"] = index_key(status, str(outcome_entity["RowKey"]))
+    return entity
+
+
+def journal_entity(wave_id: str, move: Move, at: datetime) -> dict[str, Any]:
+    """One status change, to be folded into the counts row (`~j|<ticks>|<random>`: unique, about
+    in time order)."""
+    ticks = int((_utc(at, "at") - _EPOCH).total_seconds() * 10_000_000)
+    return {
+        "PartitionKey": wave_id,
+        "RowKey": f"{JOURNAL_PREFIX}{ticks:019d}|{secrets.token_hex(6)}",
+        "before": "" if move.before is None else move.before.value,
+        "after": "" if move.after is None else move.after.value,
+    }
+
+
+def move_from_entity(entity: Mapping[str, Any]) -> Move:
+    try:
+        before, after = _text(entity, "before"), _text(entity, "after")
+        return Move(OutcomeStatus(before) if before else None, OutcomeStatus(after) if after else None)
+    except ValueError as exc:
+        raise LedgerCorrupt(f"journal row {entity.get('RowKey')!r} cannot be read: {exc}") from exc
+
+
+def _count_property(status: OutcomeStatus) -> str:
+    return "n_" + status.value.replace("-", "_")
+
+
+def counts_to_entity(wave_id: str, counts: Mapping[OutcomeStatus, int]) -> dict[str, Any]:
+    entity: dict[str, Any] = {"PartitionKey": wave_id, "RowKey": COUNTS_ROW, "schema": SCHEMA_VERSION}
+    for status in OutcomeStatus:
+        entity[_count_property(status)] = _write_int(counts.get(status, 0))
+    return entity
+
+
+def counts_from_entity(entity: Mapping[str, Any]) -> dict[OutcomeStatus, int]:
+    try:
+        return {status: _read_int(entity.get(_count_property(status))) for status in OutcomeStatus}
+    except (ValueError, TypeError) as exc:
+        raise LedgerCorrupt(f"counts row of wave {entity.get('PartitionKey')!r} cannot be read: {exc}") from exc
 
 
 def control_to_entity(control: Control) -> dict[str, Any]:

@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
 from azure.core import MatchConditions
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableEntity, UpdateMode
+from azure.data.tables import TableEntity, TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from licshift.adapters.clients import OwnsClients, storage_credential
@@ -26,13 +27,19 @@ from licshift.adapters.entities import (
     CONTROL,
     CONTROL_PARTITION,
     CONTROL_ROW,
+    COUNTS_ROW,
     DRIFT_PARTITION,
     EVENTS,
+    INDEX_PREFIX,
+    INDEX_SELECT,
+    JOURNAL_PREFIX,
     LEASE_ROW,
+    LEDGER_ROWS,
     OUTCOMES,
     PACING_ROW,
     SWITCH_LOG_LIMIT,
     SWITCH_LOG_PARTITION,
+    TRANSACTION_OPERATIONS,
     USERS_PARTITION_PREFIX,
     WAVE_PARTITION,
     WAVES,
@@ -47,11 +54,18 @@ from licshift.adapters.entities import (
     check_key,
     control_from_entity,
     control_to_entity,
+    counts_from_entity,
+    counts_to_entity,
     drift_from_entity,
     drift_to_entity,
     event_from_entity,
     event_to_entity,
+    index_entity,
+    index_key,
+    index_range,
     inverted_ticks,
+    journal_entity,
+    move_from_entity,
     outcome_from_entity,
     outcome_to_entity,
     table_names,
@@ -62,6 +76,7 @@ from licshift.adapters.entities import (
 )
 from licshift.ports.store import ConcurrencyConflict, Versioned
 from licshift.rules.answers import Answer
+from licshift.rules.census import WORK_STATUSES, empty_counts, fold, move_of
 from licshift.rules.outcomes import (
     Control,
     DriftState,
@@ -86,6 +101,31 @@ def _or_equals(field: str, values: Sequence[str], prefix: str, params: dict[str,
         names.append(f"{field} eq @{prefix}{i}")
     # The SDK substitutes @names in words split on spaces: keep the parentheses apart from them.
     return "( " + " or ".join(names) + " )"
+
+
+def _indexes_current(row_key: str, working: Mapping[str, OutcomeStatus]) -> bool:
+    """Whether index row `row_key` (`~w|<status>|<key>`) names the status its outcome has."""
+    _, status, key = row_key.split("|", 2)
+    return key in working and working[key].value == status
+
+
+class _StatusMemo:
+    """The status of the rows this ledger read or wrote, by (wave, key, ETag): an ETag names one
+    version of a row, so an entry is a fact that never goes stale. Bounded (oldest dropped first);
+    a miss costs one read."""
+
+    LIMIT: Final = 50_000
+
+    def __init__(self) -> None:
+        self._known: OrderedDict[tuple[str, str, str], OutcomeStatus] = OrderedDict()
+
+    def remember(self, wave_id: str, key: str, etag: str, status: OutcomeStatus) -> None:
+        self._known[(wave_id, key, etag)] = status
+        if len(self._known) > self.LIMIT:
+            self._known.popitem(last=False)
+
+    def get(self, wave_id: str, key: str, etag: str) -> OutcomeStatus | None:
+        return self._known.get((wave_id, key, etag))
 
 
 class Ledger(OwnsClients):
@@ -119,6 +159,9 @@ class Ledger(OwnsClients):
             suffix: self._service.get_table_client(name) for suffix, name in self._tables.items()
         }
         self._users_written: set[tuple[str, str]] = set()
+        self._statuses = _StatusMemo()
+        self._counted: set[str] = set()
+        """Waves known to keep counts (a wave never stops keeping them)."""
 
     @staticmethod
     def from_settings(settings: Settings, credential: AsyncTokenCredential | None = None) -> Ledger:
@@ -227,9 +270,16 @@ class Ledger(OwnsClients):
     # Outcomes ------------------------------------------------------------------------------------
 
     async def put_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        """The scan's rows (and the index rows of those in a work status), upserted in transactions
+        of at most 100 operations. Before `index_outcomes` only: an upsert records no move."""
         if not outcomes:
             return
-        chunks = transaction_chunks([outcome_to_entity(o) for o in outcomes])
+        entities = []
+        for outcome in outcomes:
+            entity = outcome_to_entity(outcome)
+            entities.append(entity)
+            if outcome.status in WORK_STATUSES:
+                entities.append(index_entity(entity))
         limit = asyncio.Semaphore(WRITE_CONCURRENCY)
         client = self._clients[OUTCOMES]
 
@@ -237,7 +287,7 @@ class Ledger(OwnsClients):
             async with limit:
                 await client.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in chunk])
 
-        await asyncio.gather(*(submit(chunk) for chunk in chunks))
+        await asyncio.gather(*(submit(chunk) for chunk in transaction_chunks(entities)))
 
     async def get_outcome(self, wave_id: str, user_id: str, sku_id: str) -> Versioned[Outcome] | None:
         key = check_key(outcome_key(user_id, sku_id), "outcome key")
@@ -245,14 +295,244 @@ class Ledger(OwnsClients):
             entity = await self._clients[OUTCOMES].get_entity(check_key(wave_id, "wave id"), key)
         except ResourceNotFoundError:
             return None
-        return Versioned(outcome_from_entity(entity), str(entity.metadata["etag"]))
+        outcome, etag = outcome_from_entity(entity), str(entity.metadata["etag"])
+        self._statuses.remember(wave_id, key, etag, outcome.status)
+        return Versioned(outcome, etag)
 
     async def save_outcome(self, outcome: Outcome, etag: str | None) -> str:
+        """In a wave with counts (`index_outcomes`), one entity-group transaction: the row (with
+        its ETag), its index rows and the move, so the counts and the index never drift from the
+        rows. The status the row had at `etag` comes from this ledger's own reads and writes (an
+        ETag names one version of a row, so that never goes stale), else from one read."""
         entity = outcome_to_entity(outcome)
+        wave_id, key = str(entity["PartitionKey"]), str(entity["RowKey"])
         what = f"outcome {outcome.wave_id}/{outcome.key}"
-        if not etag:
-            return await self._insert(OUTCOMES, entity, what)
-        return await self._replace(OUTCOMES, entity, etag, what)
+        if not await self._has_counts(wave_id):
+            new_etag = await (
+                self._replace(OUTCOMES, entity, etag, what) if etag else self._insert(OUTCOMES, entity, what)
+            )
+        else:
+            before = await self._status_at(wave_id, key, etag, what) if etag else None
+            new_etag = await self._save_indexed(entity, before, etag, what)
+        self._statuses.remember(wave_id, key, new_etag, outcome.status)
+        return new_etag
+
+    async def _save_indexed(
+        self, entity: dict[str, Any], before: OutcomeStatus | None, etag: str | None, what: str
+    ) -> str:
+        after = OutcomeStatus(entity["status"])
+        wave_id, key = str(entity["PartitionKey"]), str(entity["RowKey"])
+        ops: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+            (
+                "update",
+                entity,
+                {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified},
+            )
+            if etag
+            else ("create", entity, {})
+        ]
+        if before in WORK_STATUSES and before is not after:
+            ops.append(("delete", {"PartitionKey": wave_id, "RowKey": index_key(before, key)}, {}))
+        if after in WORK_STATUSES:
+            ops.append(("upsert", index_entity(entity), {"mode": UpdateMode.REPLACE}))
+        move = move_of(before, after)
+        if move is not None:
+            ops.append(("create", journal_entity(wave_id, move, datetime.now(UTC)), {}))
+        if len(ops) == 1:
+            return await (self._replace(OUTCOMES, entity, etag, what) if etag else self._insert(OUTCOMES, entity, what))
+        while True:
+            try:
+                done = await self._clients[OUTCOMES].submit_transaction([(op, e, kw) for op, e, kw in ops])
+            except TableTransactionError as exc:
+                failed = ops[exc.index] if 0 <= exc.index < len(ops) else ops[0]
+                if failed[0] == "delete" and exc.status_code == 404:
+                    # The index row is already gone (a hand edit, a re-index): nothing to delete.
+                    log.warning("%s: index row %s was missing", what, failed[1]["RowKey"])
+                    ops.remove(failed)
+                    continue
+                if failed is ops[0] and exc.status_code in (404, 409, 412):
+                    raise ConcurrencyConflict(
+                        f"{what} changed since it was read (or already exists): read it again and re-decide"
+                    ) from None
+                raise
+            return str(done[0]["etag"])
+
+    async def _status_at(self, wave_id: str, key: str, etag: str, what: str) -> OutcomeStatus:
+        known = self._statuses.get(wave_id, key, etag)
+        if known is not None:
+            return known
+        try:
+            entity = await self._clients[OUTCOMES].get_entity(wave_id, key, select=["status"])
+        except ResourceNotFoundError:
+            raise ConcurrencyConflict(f"{what} no longer exists") from None
+        if str(entity.metadata["etag"]) != etag:
+            raise ConcurrencyConflict(f"{what} changed since it was read: read it again and re-decide")
+        return OutcomeStatus(str(entity["status"]))
+
+    async def _has_counts(self, wave_id: str) -> bool:
+        """Whether the wave keeps counts and a work index (every wave scanned by this version does;
+        a wave written by an older one does not, and is counted by reading it)."""
+        if wave_id in self._counted:
+            return True
+        try:
+            await self._clients[OUTCOMES].get_entity(wave_id, COUNTS_ROW, select=["RowKey"])
+        except ResourceNotFoundError:
+            return False
+        self._counted.add(wave_id)
+        return True
+
+    async def index_outcomes(
+        self, wave_id: str, counts: Mapping[OutcomeStatus, int] | None = None
+    ) -> dict[OutcomeStatus, int]:
+        """Start the wave's counts: `counts` as given if the scan vouches that it wrote every row of a
+        fresh partition with `put_outcomes`, else (or if the counts row exists already) a full pass
+        that makes the index and the counts match the rows. Only while no one else writes the wave's
+        outcomes (its scan)."""
+        wave_id = check_key(wave_id, "wave id")
+        if counts is not None:
+            try:
+                await self._clients[OUTCOMES].create_entity(counts_to_entity(wave_id, counts))
+                self._counted.add(wave_id)
+                return fold(counts, ())
+            except ResourceExistsError:
+                pass
+        return await self._reindex(wave_id)
+
+    async def _reindex(self, wave_id: str) -> dict[OutcomeStatus, int]:
+        client = self._clients[OUTCOMES]
+        counts = empty_counts()
+        working: dict[str, OutcomeStatus] = {}
+        pending: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+
+        async def flush(at_least: int) -> None:
+            while len(pending) >= max(1, at_least):
+                chunk = pending[:TRANSACTION_OPERATIONS]
+                del pending[:TRANSACTION_OPERATIONS]
+                await client.submit_transaction(chunk)
+
+        query = client.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": wave_id}, results_per_page=PAGE_SIZE, select=[*INDEX_SELECT]
+        )
+        async for entity in query:
+            row_key = str(entity["RowKey"])
+            if row_key < LEDGER_ROWS:
+                status = OutcomeStatus(str(entity["status"]))
+                counts[status] += 1
+                if status in WORK_STATUSES:
+                    working[row_key] = status
+                    pending.append(("upsert", index_entity(entity), {"mode": UpdateMode.REPLACE}))
+            elif row_key.startswith(JOURNAL_PREFIX) or (
+                row_key.startswith(INDEX_PREFIX) and not _indexes_current(row_key, working)
+            ):
+                pending.append(("delete", {"PartitionKey": wave_id, "RowKey": row_key}, {}))
+            await flush(TRANSACTION_OPERATIONS)
+        await flush(1)
+        await client.upsert_entity(counts_to_entity(wave_id, counts), mode=UpdateMode.REPLACE)
+        self._counted.add(wave_id)
+        return counts
+
+    async def count_outcomes(self, wave_id: str) -> dict[OutcomeStatus, int]:
+        """The wave's rows per status, exactly: its counts row plus the moves recorded since, which
+        are folded into it (one transaction per 99 moves, conditional on the counts row's ETag). A
+        wave without counts (written by an older version) is counted by reading every row."""
+        wave_id = check_key(wave_id, "wave id")
+        client = self._clients[OUTCOMES]
+        for _ in range(3):
+            try:
+                row = await client.get_entity(wave_id, COUNTS_ROW)
+            except ResourceNotFoundError:
+                return await self._census(wave_id)
+            self._counted.add(wave_id)
+            low, high = JOURNAL_PREFIX, JOURNAL_PREFIX[:-1] + "}"
+            journal = [
+                e
+                async for e in client.query_entities(
+                    "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high",
+                    parameters={"pk": wave_id, "low": low, "high": high},
+                    results_per_page=PAGE_SIZE,
+                )
+            ]
+            counts, etag = counts_from_entity(row), str(row.metadata["etag"])
+            try:
+                for start in range(0, len(journal), TRANSACTION_OPERATIONS - 1):
+                    chunk = journal[start : start + TRANSACTION_OPERATIONS - 1]
+                    counts = fold(counts, (move_from_entity(e) for e in chunk))
+                    etag = await self._fold(wave_id, counts, etag, chunk)
+            except ConcurrencyConflict:
+                continue  # another tick folded some of them: read again
+            return counts
+        raise ConcurrencyConflict(f"wave {wave_id}: its counts kept changing while being folded; the next tick retries")
+
+    async def _fold(
+        self, wave_id: str, counts: Mapping[OutcomeStatus, int], etag: str, moves: Sequence[TableEntity]
+    ) -> str:
+        ops: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+            (
+                "update",
+                counts_to_entity(wave_id, counts),
+                {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified},
+            )
+        ]
+        ops += [("delete", {"PartitionKey": wave_id, "RowKey": str(e["RowKey"])}, {}) for e in moves]
+        try:
+            done = await self._clients[OUTCOMES].submit_transaction(ops)
+        except TableTransactionError as exc:
+            if exc.status_code in (404, 412):
+                raise ConcurrencyConflict(f"wave {wave_id}: counts changed while folding") from None
+            raise
+        return str(done[0]["etag"])
+
+    async def _census(self, wave_id: str) -> dict[OutcomeStatus, int]:
+        counts = empty_counts()
+        async for row in self.iter_outcomes(wave_id, fields=("status",)):
+            counts[row.status] += 1
+        return counts
+
+    async def iter_work(
+        self,
+        wave_id: str,
+        status: OutcomeStatus,
+        *,
+        after_key: str = "",
+        limit: int | None = None,
+        stale_before: datetime | None = None,
+    ) -> AsyncIterator[Outcome]:
+        """Rows in a work status, in RowKey order after `after_key`, optionally only those unchanged
+        since `stale_before`, in brief (keys, status, relied_on, times): from the index, so the
+        cost is the rows returned, not the wave. Without counts (an older wave) from the rows."""
+        wave_id = check_key(wave_id, "wave id")
+        if status not in WORK_STATUSES:
+            raise ValueError(f"{status} is not a work status")
+        params: dict[str, Any] = {"pk": wave_id}
+        clauses = ["PartitionKey eq @pk"]
+        if stale_before is not None:
+            params["stale"] = _utc(stale_before, "stale_before")
+            clauses.append("updated_at lt @stale")
+        if await self._has_counts(wave_id):
+            low, high = index_range(status)
+            params |= {"low": low + after_key, "high": high}
+            clauses += ["RowKey gt @low", "RowKey lt @high"]
+        else:
+            params |= {"low": after_key, "end": LEDGER_ROWS, "status": status.value}
+            clauses += ["RowKey gt @low", "RowKey lt @end", "status eq @status"]
+        async for entity in self._query(OUTCOMES, clauses, params, limit, [*INDEX_SELECT]):
+            yield outcome_from_entity(entity)
+
+    async def _query(
+        self, table: str, clauses: list[str], params: dict[str, Any], limit: int | None, select: list[str] | None
+    ) -> AsyncIterator[TableEntity]:
+        if limit is not None and limit <= 0:
+            return
+        page = PAGE_SIZE if limit is None else min(limit, PAGE_SIZE)
+        count = 0
+        query = self._clients[table].query_entities(
+            " and ".join(clauses), parameters=params, results_per_page=page, select=select
+        )
+        async for entity in query:
+            yield entity
+            count += 1
+            if limit is not None and count >= limit:
+                return
 
     async def iter_outcomes(
         self,
@@ -265,11 +545,10 @@ class Ledger(OwnsClients):
     ) -> AsyncIterator[Outcome]:
         """Streams page by page (1,000 rows at most in memory), in RowKey order. `fields` names the
         Outcome fields to read (the others keep their defaults): a tick that only counts statuses
-        reads and parses a fraction of each row."""
-        if limit is not None and limit <= 0:
-            return
-        params: dict[str, Any] = {"pk": check_key(wave_id, "wave id")}
-        clauses = ["PartitionKey eq @pk"]
+        reads and parses a fraction of each row. The index, journal and counts rows of the
+        partition are never returned (their RowKeys start at "~")."""
+        params: dict[str, Any] = {"pk": check_key(wave_id, "wave id"), "end": LEDGER_ROWS}
+        clauses = ["PartitionKey eq @pk", "RowKey lt @end"]
         if after_key:
             params["after"] = after_key
             clauses.append("RowKey gt @after")
@@ -278,17 +557,9 @@ class Ledger(OwnsClients):
             if not wanted:
                 return
             clauses.append(_or_equals("status", wanted, "s", params))
-        page = PAGE_SIZE if limit is None else min(limit, PAGE_SIZE)
-        count = 0
         select = None if fields is None else sorted({"PartitionKey", "RowKey", "status", *fields} - {"wave_id"})
-        query = self._clients[OUTCOMES].query_entities(
-            " and ".join(clauses), parameters=params, results_per_page=page, select=select
-        )
-        async for entity in query:
+        async for entity in self._query(OUTCOMES, clauses, params, limit, select):
             yield outcome_from_entity(entity)
-            count += 1
-            if limit is not None and count >= limit:
-                return
 
     # Control -------------------------------------------------------------------------------------
 

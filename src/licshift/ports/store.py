@@ -6,7 +6,7 @@ over azure-data-tables and azure-storage-queue; tests run those against Azurite.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
@@ -46,15 +46,45 @@ class LedgerStore(Protocol):
 
     async def list_waves(self) -> list[Wave]: ...
 
-    # Outcomes: PartitionKey wave_id, RowKey outcome_key(user_id, sku_id).
+    # Outcomes: PartitionKey wave_id, RowKey outcome_key(user_id, sku_id). Beside them in the same
+    # partition (RowKeys from "~" on, never returned by iter_outcomes): the wave's counts row, a
+    # journal of status moves not folded into it yet, and an index row per row in a work status.
     async def put_outcomes(self, outcomes: Sequence[Outcome]) -> None:
-        """Upsert in transactions of at most 100, one partition each (scan results)."""
+        """Upsert the scan's rows in transactions of at most 100, one partition each, with the index
+        rows of those in a work status. Only before `index_outcomes` (an upsert records no move)."""
+        ...
+
+    async def index_outcomes(
+        self, wave_id: str, counts: Mapping[OutcomeStatus, int] | None = None
+    ) -> dict[OutcomeStatus, int]:
+        """Start the wave's counts once its scan wrote its rows: `counts` as given when the scan wrote
+        every row of an empty partition, else counted (and the index repaired) in one full pass."""
         ...
 
     async def get_outcome(self, wave_id: str, user_id: str, sku_id: str) -> Versioned[Outcome] | None: ...
 
     async def save_outcome(self, outcome: Outcome, etag: str | None) -> str:
-        """Replace if unchanged since `etag` (insert if etag is None and absent), else ConcurrencyConflict."""
+        """Replace if unchanged since `etag` (insert if etag is None and absent), else ConcurrencyConflict.
+        In a wave with counts, the row, its index rows and the status move are one transaction."""
+        ...
+
+    async def count_outcomes(self, wave_id: str) -> dict[OutcomeStatus, int]:
+        """The wave's rows per status, exactly; the cost is the moves since the last count (a wave
+        written before counts existed is counted by reading it)."""
+        ...
+
+    def iter_work(
+        self,
+        wave_id: str,
+        status: OutcomeStatus,
+        *,
+        after_key: str = "",
+        limit: int | None = None,
+        stale_before: datetime | None = None,
+    ) -> AsyncIterator[Outcome]:
+        """Rows in `status` (a work status: planned, enqueued, removing) in RowKey order after
+        `after_key`, optionally only those not updated since `stale_before`, in brief (keys, status,
+        relied_on, updated_at, not_before): from the index, at the cost of the rows returned."""
         ...
 
     def iter_outcomes(

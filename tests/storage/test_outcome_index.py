@@ -1,0 +1,205 @@
+"""A wave's counts and work index against Azurite: every status change of an outcome is one
+transaction (row, index rows, move), a stale ETag changes nothing, the counts fold exactly, readers
+of outcomes never see the rows beside them, and waves written before the index still work."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from azure.data.tables.aio import TableClient
+
+from licshift.adapters.entities import COUNTS_ROW, OUTCOMES, index_key
+from licshift.adapters.ledger import Ledger
+from licshift.ports.store import ConcurrencyConflict
+from licshift.rules.census import WORK_STATUSES, empty_counts
+from licshift.rules.outcomes import Outcome, OutcomeStatus
+
+pytestmark = pytest.mark.storage
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+E3 = "6fd2c87f-b296-42f0-b197-1e91e994b900"
+P, E, R = OutcomeStatus.PLANNED, OutcomeStatus.ENQUEUED, OutcomeStatus.REMOVING
+
+
+def row(wave_id: str, n: int, status: OutcomeStatus = P, **changes: Any) -> Outcome:
+    outcome = Outcome(
+        wave_id=wave_id,
+        user_id=f"{n:08d}-0000-4000-8000-000000000000",
+        sku_id=E3,
+        status=status,
+        decision="remove",
+        updated_at=T0,
+    )
+    return dataclasses.replace(outcome, **changes)
+
+
+async def partition(ledger: Ledger, wave_id: str) -> dict[str, dict[str, Any]]:
+    """Every row of the wave's partition, raw (outcomes, counts, journal and index rows)."""
+    client: TableClient = ledger._clients[OUTCOMES]
+    return {
+        str(e["RowKey"]): dict(e)
+        async for e in client.query_entities("PartitionKey eq @pk", parameters={"pk": wave_id})
+    }
+
+
+async def consistent(ledger: Ledger, wave_id: str) -> dict[OutcomeStatus, int]:
+    """Assert the counts and the index match the rows; return the counts."""
+    rows = [o async for o in ledger.iter_outcomes(wave_id)]
+    counts = await ledger.count_outcomes(wave_id)
+    assert counts == {**empty_counts(), **Counter(o.status for o in rows)}
+    index = {k for k in await partition(ledger, wave_id) if k.startswith("~w|")}
+    assert index == {index_key(o.status, o.key) for o in rows if o.status in WORK_STATUSES}
+    for status in WORK_STATUSES:
+        listed = [o.key async for o in ledger.iter_work(wave_id, status)]
+        assert listed == sorted(o.key for o in rows if o.status is status)
+    return counts
+
+
+async def new_wave(ledger: Ledger, statuses: list[OutcomeStatus]) -> str:
+    wave_id = str(uuid.uuid4())
+    await ledger.put_outcomes([row(wave_id, n, s) for n, s in enumerate(statuses)])
+    await ledger.index_outcomes(wave_id, Counter(statuses))
+    return wave_id
+
+
+async def test_a_status_change_moves_the_index_row_and_the_counts_in_one_transaction(ledger: Ledger) -> None:
+    wave_id = await new_wave(ledger, [P, P, P, OutcomeStatus.BLOCKED, OutcomeStatus.SKIPPED])
+    assert (await consistent(ledger, wave_id))[P] == 3
+    loaded = await ledger.get_outcome(wave_id, row(wave_id, 1).user_id, E3)
+    assert loaded is not None
+    etag = await ledger.save_outcome(dataclasses.replace(loaded.value, status=E), loaded.etag)
+    etag = await ledger.save_outcome(dataclasses.replace(loaded.value, status=R, attempts=1), etag)
+    counts = await consistent(ledger, wave_id)
+    assert (counts[P], counts[E], counts[R]) == (2, 0, 1)
+    # A save that keeps the status refreshes the index row (the stale re-send reads its times).
+    later = T0 + timedelta(minutes=5)
+    await ledger.save_outcome(dataclasses.replace(loaded.value, status=R, updated_at=later), etag)
+    (brief,) = [o async for o in ledger.iter_work(wave_id, R)]
+    assert (brief.user_id, brief.sku_id, brief.updated_at) == (loaded.value.user_id, E3, later)
+    await consistent(ledger, wave_id)
+    # The moves were folded into the counts row and deleted.
+    assert not [k for k in await partition(ledger, wave_id) if k.startswith("~j|")]
+
+
+async def test_a_stale_etag_changes_nothing_at_all(ledger: Ledger) -> None:
+    wave_id = await new_wave(ledger, [P, P])
+    loaded = await ledger.get_outcome(wave_id, row(wave_id, 0).user_id, E3)
+    assert loaded is not None
+    await ledger.save_outcome(dataclasses.replace(loaded.value, status=E), loaded.etag)
+    before = await partition(ledger, wave_id)
+    for status in (OutcomeStatus.FAILED, E, P):
+        with pytest.raises(ConcurrencyConflict):
+            await ledger.save_outcome(dataclasses.replace(loaded.value, status=status), loaded.etag)
+    with pytest.raises(ConcurrencyConflict):
+        await ledger.save_outcome(row(wave_id, 1, OutcomeStatus.REMOVED), None)  # exists already
+    assert await partition(ledger, wave_id) == before
+    assert (await consistent(ledger, wave_id))[E] == 1
+
+
+async def test_another_ledger_instance_learns_the_old_status_by_reading(
+    ledger: Ledger, storage_connection_string: str
+) -> None:
+    wave_id = await new_wave(ledger, [P, P])
+    loaded = await ledger.get_outcome(wave_id, row(wave_id, 0).user_id, E3)
+    assert loaded is not None
+    other = Ledger(storage_connection_string, prefix=ledger.prefix)
+    try:
+        etag = await other.save_outcome(dataclasses.replace(loaded.value, status=E), loaded.etag)
+        with pytest.raises(ConcurrencyConflict):
+            await other.save_outcome(dataclasses.replace(loaded.value, status=R), loaded.etag)
+        await ledger.save_outcome(dataclasses.replace(loaded.value, status=R), etag)
+    finally:
+        await other.aclose()
+    counts = await consistent(ledger, wave_id)
+    assert (counts[P], counts[R]) == (1, 1)
+
+
+async def test_a_missing_index_row_does_not_block_the_row_and_is_put_right(ledger: Ledger) -> None:
+    wave_id = await new_wave(ledger, [P])
+    loaded = await ledger.get_outcome(wave_id, row(wave_id, 0).user_id, E3)
+    assert loaded is not None
+    await ledger._clients[OUTCOMES].delete_entity(wave_id, index_key(P, loaded.value.key))  # a hand edit
+    await ledger.save_outcome(dataclasses.replace(loaded.value, status=E), loaded.etag)
+    assert (await consistent(ledger, wave_id))[E] == 1
+
+
+async def test_readers_of_outcomes_never_see_the_rows_beside_them(ledger: Ledger) -> None:
+    wave_id = await new_wave(ledger, [P, E, R, OutcomeStatus.REMOVED])
+    loaded = await ledger.get_outcome(wave_id, row(wave_id, 0).user_id, E3)
+    assert loaded is not None
+    await ledger.save_outcome(dataclasses.replace(loaded.value, status=E), loaded.etag)  # a journal row
+    raw = await partition(ledger, wave_id)
+    assert COUNTS_ROW in raw
+    assert {k[:3] for k in raw if k.startswith("~") and k != COUNTS_ROW} == {"~w|", "~j|"}
+    every = [o async for o in ledger.iter_outcomes(wave_id)]
+    assert [o.user_id for o in every] == [row(wave_id, n).user_id for n in range(4)]
+    assert [o async for o in ledger.iter_outcomes(wave_id, statuses=[E], fields=("user_id",))] != []
+    assert [o async for o in ledger.iter_outcomes(wave_id, after_key=every[-1].key)] == []
+
+
+async def test_the_stale_filter_and_the_cursor_read_only_what_they_ask_for(ledger: Ledger) -> None:
+    wave_id = str(uuid.uuid4())
+    old, new = T0, T0 + timedelta(minutes=30)
+    rows = [row(wave_id, n, E, updated_at=old if n % 2 else new) for n in range(6)]
+    await ledger.put_outcomes(rows)
+    await ledger.index_outcomes(wave_id, {E: 6})
+    stale = [o.user_id async for o in ledger.iter_work(wave_id, E, stale_before=T0 + timedelta(minutes=1))]
+    assert stale == [rows[n].user_id for n in (1, 3, 5)]
+    after = [o.user_id async for o in ledger.iter_work(wave_id, E, after_key=rows[2].key, limit=2)]
+    assert after == [rows[3].user_id, rows[4].user_id]
+    with pytest.raises(ValueError, match="not a work status"):
+        [o async for o in ledger.iter_work(wave_id, OutcomeStatus.REMOVED)]
+
+
+async def test_a_rescan_over_old_rows_is_reindexed_from_the_rows(ledger: Ledger) -> None:
+    wave_id = str(uuid.uuid4())
+    await ledger.put_outcomes([row(wave_id, n) for n in range(5)])
+    await ledger.index_outcomes(wave_id, {P: 5})
+    # A scan again (a crash before the wave moved on): two rows are now blocked, their old index rows stay.
+    await ledger.put_outcomes([row(wave_id, n, OutcomeStatus.BLOCKED if n < 2 else P) for n in range(5)])
+    counts = await ledger.index_outcomes(wave_id, {P: 3, OutcomeStatus.BLOCKED: 2})  # counts row exists: recount
+    assert (counts[P], counts[OutcomeStatus.BLOCKED]) == (3, 2)
+    await consistent(ledger, wave_id)
+
+
+async def test_a_wave_written_before_the_index_is_counted_and_searched_from_its_rows(ledger: Ledger) -> None:
+    wave_id = str(uuid.uuid4())
+    for n, status in enumerate([P, P, E, OutcomeStatus.REMOVED]):
+        await ledger.save_outcome(row(wave_id, n, status, updated_at=T0 - timedelta(hours=n)), None)
+    loaded = await ledger.get_outcome(wave_id, row(wave_id, 0).user_id, E3)
+    assert loaded is not None
+    await ledger.save_outcome(dataclasses.replace(loaded.value, status=E), loaded.etag)
+    assert not [k for k in await partition(ledger, wave_id) if k.startswith("~")]
+    counts = await ledger.count_outcomes(wave_id)
+    assert (counts[P], counts[E], counts[OutcomeStatus.REMOVED]) == (1, 2, 1)
+    assert [o.user_id async for o in ledger.iter_work(wave_id, P)] == [row(wave_id, 1).user_id]
+    stale = [o.user_id async for o in ledger.iter_work(wave_id, E, stale_before=T0 - timedelta(minutes=1))]
+    assert stale == [row(wave_id, 2).user_id]
+
+
+async def test_random_status_walks_keep_counts_and_index_exact(ledger: Ledger) -> None:
+    """Many moves (more than one fold transaction of 99), some from stale ETags, counted while
+    they happen and by two counters at once: the counts always equal the rows."""
+    rng = random.Random(8)
+    wave_id = await new_wave(ledger, [P] * 12)
+    statuses = list(OutcomeStatus)
+    for step in range(160):
+        n = rng.randrange(12)
+        loaded = await ledger.get_outcome(wave_id, row(wave_id, n).user_id, E3)
+        assert loaded is not None
+        etag = loaded.etag if rng.random() > 0.1 else '"stale"'
+        try:
+            await ledger.save_outcome(dataclasses.replace(loaded.value, status=rng.choice(statuses)), etag)
+        except ConcurrencyConflict:
+            assert etag == '"stale"'
+        if step in (40, 130):
+            await consistent(ledger, wave_id)
+    first, second = await asyncio.gather(ledger.count_outcomes(wave_id), ledger.count_outcomes(wave_id))
+    assert first == second == await consistent(ledger, wave_id)
