@@ -1,13 +1,14 @@
 """What one scheduler tick costs as the wave grows: a ledger seeded directly with a wave of 1,000,
 10,000 and 100,000 outcome rows (Azurite in memory), the same work in each (800 removals still
 planned, the rest already removed: the first tick enqueues them, the others find nothing to start),
-ticks 60 s apart on an injected clock.
+ticks 60 s apart on an injected clock. The ledger is seeded as a scan leaves it (outcome rows, the
+index rows of the planned ones, the counts row: docs/ledger.md).
 
   .venv/bin/python bench/tick_bench.py [--sizes 1000,10000,100000]
 
-Each size runs in a fresh process (so peak RSS is that size's alone); per size: the wall and CPU time
-of a tick (median of the ticks that enqueued, and of all), the Python heap peak during a tick
-(tracemalloc) and the process's peak RSS. Ratios against the smallest size are what to read.
+Each size is seeded by one process and ticked by a fresh one (so peak RSS is the ticks' alone); per
+size: the wall and CPU time of a tick (the first, which enqueues, and the median), the Python heap
+peak during a tick (tracemalloc) and the ticking process's peak RSS. Ratios against the smallest size are what to read.
 """
 
 from __future__ import annotations
@@ -60,7 +61,26 @@ def user(n: int) -> str:
     return f"{n:08d}-0000-4000-8000-000000000000"
 
 
+def outcome(wave_id: str, i: int, removed: int, now: datetime) -> Outcome:
+    plans = frozenset(str(uuid.UUID(int=p)) for p in range(20))
+    return Outcome(
+        wave_id=wave_id,
+        user_id=user(i),
+        sku_id=E3,
+        status=OutcomeStatus.REMOVED if i < removed else OutcomeStatus.PLANNED,
+        decision="remove",
+        user_principal_name=f"user{i}@contoso.example",
+        before_plans=plans,
+        after_plans=plans,
+        attempts=1 if i < removed else 0,
+        actor="remover",
+        updated_at=now,
+    )
+
+
 async def seed(ledger: Ledger, size: int, now: datetime) -> Wave:
+    """A wave as its scan leaves it (rows, index rows, counts), then all but PLANNED removed; written
+    5,000 rows at a time so seeding's own memory stays small."""
     wave = Wave(
         wave_id=str(uuid.uuid4()),
         group_id=GROUP,
@@ -75,44 +95,41 @@ async def seed(ledger: Ledger, size: int, now: datetime) -> Wave:
         updated_at=now,
     )
     removed = size - PLANNED
-    plans = frozenset(str(uuid.UUID(int=i)) for i in range(20))
-    rows = [
-        Outcome(
-            wave_id=wave.wave_id,
-            user_id=user(i),
-            sku_id=E3,
-            status=OutcomeStatus.REMOVED if i < removed else OutcomeStatus.PLANNED,
-            decision="remove",
-            user_principal_name=f"user{i}@contoso.example",
-            before_plans=plans,
-            after_plans=plans,
-            attempts=1 if i < removed else 0,
-            actor="remover",
-            updated_at=now,
-        )
-        for i in range(size)
-    ]
     for start in range(0, size, 5_000):
-        await ledger.put_outcomes(rows[start : start + 5_000])
-    del rows
+        await ledger.put_outcomes(
+            [outcome(wave.wave_id, i, removed, now) for i in range(start, min(size, start + 5_000))]
+        )
+    await ledger.index_outcomes(wave.wave_id, {OutcomeStatus.PLANNED: PLANNED, OutcomeStatus.REMOVED: removed})
     counters = WaveCounters(members=size, selected=size, to_remove=size, planned=PLANNED, removed=removed)
     wave = replace(wave, counters=counters, enqueue_cursor="")
     await ledger.create_wave(wave)
     return wave
 
 
-async def one_size(connection: str, size: int) -> dict[str, Any]:
-    name = f"b{uuid.uuid4().hex[:10]}"
+def clients(connection: str, name: str) -> tuple[Ledger, StorageQueues]:
     ledger = Ledger(connection, prefix=name)
     queue = StorageQueues(connection, waves_queue=f"{name}-waves", removals_queue=f"{name}-removals")
+    return ledger, queue
+
+
+async def seed_size(connection: str, name: str, size: int) -> dict[str, Any]:
+    """Seed in its own process: the tick's process then holds nothing but the tick."""
+    ledger, queue = clients(connection, name)
     await ledger.ensure_tables()
     await queue.ensure_queues()
-    clock = [datetime.now(UTC)]
+    seeded = time.monotonic()
+    await seed(ledger, size, datetime.now(UTC))
+    await ledger.aclose()
+    await queue.aclose()
+    return {"seed_s": round(time.monotonic() - seeded, 1)}
+
+
+async def tick_size(connection: str, name: str, size: int) -> dict[str, Any]:
+    ledger, queue = clients(connection, name)
+    (wave,) = await ledger.list_waves()
+    clock = [wave.created_at]
     settings = Settings(tick_seconds=60, removals_queue=f"{name}-removals", waves_queue=f"{name}-waves")
     rt = Runtime(settings, ProcessedGroup(), ledger, queue, clock=lambda: clock[0])  # type: ignore[arg-type]
-    seeded = time.monotonic()
-    await seed(ledger, size, clock[0])
-    seed_s = time.monotonic() - seeded
     ticks = []
     for _ in range(TICKS):
         tracemalloc.start()
@@ -135,7 +152,6 @@ async def one_size(connection: str, size: int) -> dict[str, Any]:
     await queue.aclose()
     return {
         "rows": size,
-        "seed_s": round(seed_s, 1),
         "ticks": ticks,
         "first_tick_cpu_s": ticks[0]["cpu_s"],
         "first_tick_wall_s": ticks[0]["wall_s"],
@@ -146,29 +162,36 @@ async def one_size(connection: str, size: int) -> dict[str, Any]:
     }
 
 
+def run_child(*args: str) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, *args], check=False, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{out.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="1000,10000,100000")
-    parser.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--tick", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--name", default="", help=argparse.SUPPRESS)
     parser.add_argument("--connection", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.one:
-        print(json.dumps(asyncio.run(one_size(args.connection, args.one))))
+    if args.seed:
+        print(json.dumps(asyncio.run(seed_size(args.connection, args.name, args.seed))))
+        return
+    if args.tick:
+        print(json.dumps(asyncio.run(tick_size(args.connection, args.name, args.tick))))
         return
     azurite = Azurite.start(in_memory=True)
     connection = azurite.connection_string
     try:
         results = []
         for size in (int(s) for s in args.sizes.split(",")):
-            out = subprocess.run(
-                [sys.executable, __file__, "--one", str(size), "--connection", connection],
-                check=False,
-                capture_output=True,
-                text=True,
-            )
-            if out.returncode != 0:
-                raise SystemExit(f"{size} rows failed:\n{out.stderr[-3000:]}")
-            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            name = f"b{uuid.uuid4().hex[:10]}"
+            seeded = run_child("--seed", str(size), "--name", name, "--connection", connection)
+            results.append({**run_child("--tick", str(size), "--name", name, "--connection", connection), **seeded})
             print(json.dumps({k: v for k, v in results[-1].items() if k != "ticks"}), flush=True)
     finally:
         azurite.stop()

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -271,7 +271,7 @@ async def _advance(ctx: _Context, wave_id: str) -> str:
     if handle.wave.status in (WaveStatus.HALTED, WaveStatus.CANCELLED):
         await _close_leftovers(handle)
     if handle.wave.status is WaveStatus.PAUSED:
-        await _reconcile_stuck(ctx, handle.wave, await _rows(ctx.rt, wave_id))
+        await _reconcile_stuck(ctx, handle.wave)
     return handle.wave.status.value
 
 
@@ -344,6 +344,8 @@ class _Scan:
     wave: Wave
     skus: dict[str, Sku]
     now: datetime
+    fresh: bool = False
+    """The wave's partition held no rows before this scan: its counts are the scan's own."""
     members: int = 0
     selected: int = 0
     rows: dict[OutcomeStatus, int] = field(default_factory=lambda: dict.fromkeys(_PLAN_STATUSES, 0))
@@ -398,6 +400,13 @@ class _Scan:
             await ledger.put_outcomes(self.batch)
             self.batch = []
 
+    async def finish(self, ledger: LedgerStore) -> WaveCounters:
+        """Write what is left and start the wave's counts: the scan's own on a fresh partition, else
+        recounted from the rows (a scan again after a crash may leave rows of the first one)."""
+        await self.write(ledger, all_of_it=True)
+        counts = await ledger.index_outcomes(self.wave.wave_id, self.rows if self.fresh else None)
+        return tally_counts(counts, self.counters())
+
     def counters(self) -> WaveCounters:
         planned = self.rows[OutcomeStatus.PLANNED]
         return replace(
@@ -426,12 +435,11 @@ async def _scanning(h: _Handle) -> None:
     skus = await _skus(h)
     if skus is None:
         return
-    scan = _Scan(h.wave, skus, h.ctx.now)
+    scan = _Scan(h.wave, skus, h.ctx.now, fresh=await _fresh(h.ctx.rt, h.wave.wave_id))
     if not await _scan_members(h, scan):
         return
     await _scan_listed_outsiders(h, scan)
-    await scan.write(h.ctx.rt.ledger, all_of_it=True)
-    counters = scan.counters()
+    counters = await scan.finish(h.ctx.rt.ledger)
     what = "plan recorded; nothing written to Graph (dry run)" if h.wave.dry_run else "scan complete"
     await h.move(
         WaveEvent.SCANNED,
@@ -456,11 +464,17 @@ async def _group_ready(h: _Handle) -> GroupLicenseInfo | None:
     return info
 
 
+async def _fresh(rt: Runtime, wave_id: str) -> bool:
+    return not [o async for o in rt.ledger.iter_outcomes(wave_id, limit=1, fields=())]
+
+
 async def _scan_members(h: _Handle, scan: _Scan) -> bool:
     """Stream the group's members into the plan; False if the selection is too large (wave halted)."""
     rt, wave = h.ctx.rt, h.wave
     limit = rt.settings.max_wave_users
     async for user in rt.graph.group_members(wave.group_id):
+        if user.user_id in scan.seen:
+            continue  # listed twice by Graph's paging: one row per user and SKU, counted once
         scan.members += 1
         if not is_selected(wave.selection, wave.group_id, user.user_id, scan.selected):
             continue
@@ -468,7 +482,7 @@ async def _scan_members(h: _Handle, scan: _Scan) -> bool:
         if scan.selected > limit:
             # "all" and "percent" have no size until the scan counts them (S7: absurd sizes). Nothing
             # was written to Graph yet; the rows planned so far are closed with the halted wave.
-            await scan.write(rt.ledger, all_of_it=True)
+            await scan.finish(rt.ledger)
             await h.move(
                 WaveEvent.TOO_LARGE,
                 f"the selection has more than {limit} users (LICSHIFT_MAX_WAVE_USERS); "
@@ -496,42 +510,30 @@ async def _scan_listed_outsiders(h: _Handle, scan: _Scan) -> None:
         await scan.write(h.ctx.rt.ledger)
 
 
-@dataclass
-class _Census:
-    """A wave's outcome rows counted by status in one streamed pass. Only the rows still in flight
-    are kept (the ones a stuck-task re-send may need), read in brief: memory stays flat however
-    large the wave."""
-
-    by_status: dict[OutcomeStatus, int]
-    in_flight: list[Outcome]
-
-    def __iter__(self) -> Iterator[Outcome]:
-        return iter(self.in_flight)
-
-
-CENSUS_FIELDS = ("user_id", "sku_id", "status", "updated_at")
 VERIFY_FIELDS = ("user_id", "sku_id", "status", "before_plans", "user_principal_name")
 IN_FLIGHT = (OutcomeStatus.ENQUEUED, OutcomeStatus.REMOVING)
 
 
-async def _rows(rt: Runtime, wave_id: str) -> _Census:
-    census = _Census(dict.fromkeys(OutcomeStatus, 0), [])
-    async for row in rt.ledger.iter_outcomes(wave_id, fields=CENSUS_FIELDS):
-        census.by_status[row.status] += 1
-        if row.status in IN_FLIGHT:
-            census.in_flight.append(row)
-    return census
-
-
-def _counters(h: _Handle, rows: _Census) -> WaveCounters:
+async def _count(h: _Handle) -> WaveCounters:
+    """The wave's counters from its rows per status: the ledger keeps them (its counts row and the
+    moves since), so a tick pays for what changed, not for the size of the wave."""
+    by_status = await h.ctx.rt.ledger.count_outcomes(h.wave.wave_id)
     throttled = h.wave.counters.throttled + h.ctx.throttled_by_wave.get(h.wave.wave_id, 0)
-    return replace(tally_counts(rows.by_status, h.wave.counters), throttled=throttled)
+    return replace(tally_counts(by_status, h.wave.counters), throttled=throttled)
+
+
+async def _none_pending(rt: Runtime, wave_id: str) -> bool:
+    """No row of the wave is planned, enqueued or removing, by the index: the counts' word is
+    checked against the rows before a wave moves on."""
+    for status in (OutcomeStatus.PLANNED, *IN_FLIGHT):
+        if [o async for o in rt.ledger.iter_work(wave_id, status, limit=1)]:
+            return False
+    return True
 
 
 async def _removing(h: _Handle) -> None:
     ctx, rt, wave = h.ctx, h.ctx.rt, h.wave
-    rows = await _rows(rt, wave.wave_id)
-    counters = _counters(h, rows)
+    counters = await _count(h)
     if counters.failed >= rt.settings.failure_halt_threshold:
         await h.move(
             WaveEvent.FAILURE_THRESHOLD,
@@ -541,12 +543,12 @@ async def _removing(h: _Handle) -> None:
             counters,
         )
         return
-    if counters.pending == 0:
+    if counters.pending == 0 and await _none_pending(rt, wave.wave_id):
         await h.move(WaveEvent.REMOVALS_DONE, f"every removal has an outcome ({counters.removed} removed)", counters)
         return
     if ctx.kill_switch:
         # No new removal; a stuck in-flight one is still reconciled (the remover only post-checks it).
-        await _reconcile_stuck(ctx, wave, rows)
+        await _reconcile_stuck(ctx, wave)
         await h.save(replace(wave, counters=counters))
         return
     processing = await _processing_state(h)
@@ -554,7 +556,7 @@ async def _removing(h: _Handle) -> None:
         # Microsoft's step 4 holds during the whole wave, not only at the scan: while the group is
         # processed again (its license options changed, members added), a member's fresh read can
         # still show the inherited plans from before, so the remover's check cannot see the loss.
-        await _reconcile_stuck(ctx, wave, rows)
+        await _reconcile_stuck(ctx, wave)
         reason = f"{HOLD_REASON} {processing or 'unknown'}; removals resume when it is complete"
         await h.save(replace(wave, counters=counters, status_reason=reason))
         return
@@ -570,7 +572,7 @@ async def _removing(h: _Handle) -> None:
         sent += more
     wave = holds.reason(wave)
     ctx.budget.used -= len(delays) - len(sent)
-    await _resend_stale(ctx, wave, rows, TaskKind.REMOVE, (OutcomeStatus.ENQUEUED, OutcomeStatus.REMOVING))
+    await _resend_stale(ctx, wave, TaskKind.REMOVE, IN_FLIGHT)
     moved = len(sent)
     counters = replace(counters, planned=counters.planned - moved, enqueued=counters.enqueued + moved)
     await h.save(replace(wave, counters=counters, enqueue_cursor=cursor))
@@ -627,10 +629,7 @@ async def _enqueue_planned(
     if not slots:
         return [], cursor
     candidates = [
-        o
-        async for o in rt.ledger.iter_outcomes(
-            wave.wave_id, statuses=[OutcomeStatus.PLANNED], after_key=cursor, limit=len(slots)
-        )
+        o async for o in rt.ledger.iter_work(wave.wave_id, OutcomeStatus.PLANNED, after_key=cursor, limit=len(slots))
     ]
     if candidates:
         cursor = candidates[-1].key
@@ -668,33 +667,24 @@ async def _enqueue_one(ctx: _Context, row: Outcome, slot: float) -> Outcome | No
     return enqueued
 
 
-async def _reconcile_stuck(ctx: _Context, wave: Wave, rows: Iterable[Outcome]) -> None:
+async def _reconcile_stuck(ctx: _Context, wave: Wave) -> None:
     """Send again the task of REMOVING rows that stopped moving, whatever the wave's status: the
     removal may have happened, and only the remover's post-check can tell whether the user lost
     something and needs the snapshot back. For a stopped wave the remover never removes; it
     post-checks (and restores) or closes the row."""
-    await _resend_stale(ctx, wave, rows, TaskKind.REMOVE, (OutcomeStatus.REMOVING,))
+    await _resend_stale(ctx, wave, TaskKind.REMOVE, (OutcomeStatus.REMOVING,))
 
 
-async def _resend_stale(
-    ctx: _Context, wave: Wave, rows: Iterable[Outcome], kind: TaskKind, statuses: tuple[OutcomeStatus, ...]
-) -> None:
+async def _resend_stale(ctx: _Context, wave: Wave, kind: TaskKind, statuses: tuple[OutcomeStatus, ...]) -> None:
     """Send again the task of rows stuck in `statuses` for longer than the stale window (a lost
     message, a worker that died). Tasks are idempotent, so a duplicate costs one read at most."""
     rt = ctx.rt
     horizon = ctx.now - stale_after(rt.settings.tick_seconds)
-    stale = [
-        o
-        for o in rows
-        if o.status in statuses
-        and o.updated_at is not None
-        and o.updated_at < horizon
-        # Graph's Retry-After is a promise: a throttled row's task was re-sent for then already.
-        and (o.not_before is None or o.not_before <= ctx.now)
-    ]
-    for row in stale[: ctx.budget.left]:
+    for row in await _stale(ctx, wave, statuses, horizon):
         current = await rt.ledger.get_outcome(wave.wave_id, row.user_id, row.sku_id)
         if current is None or current.value.status not in statuses:
+            continue
+        if current.value.updated_at is None or current.value.updated_at >= horizon:
             continue
         if current.value.not_before is not None and current.value.not_before > ctx.now:
             continue
@@ -718,6 +708,20 @@ async def _resend_stale(
             row.updated_at,
             extra={"licshift_wave_id": wave.wave_id, "licshift_user_id": row.user_id},
         )
+
+
+async def _stale(ctx: _Context, wave: Wave, statuses: tuple[OutcomeStatus, ...], horizon: datetime) -> list[Outcome]:
+    """Up to the slots left of the rows in `statuses` unchanged since `horizon`, from the index."""
+    room = ctx.budget.left
+    stale: list[Outcome] = []
+    for status in statuses:
+        async for row in ctx.rt.ledger.iter_work(wave.wave_id, status, stale_before=horizon):
+            if len(stale) >= room:
+                return stale
+            # Graph's Retry-After is a promise: a throttled row's task was re-sent for then already.
+            if row.not_before is None or row.not_before <= ctx.now:
+                stale.append(row)
+    return stale
 
 
 # --- verification --------------------------------------------------------------------------------
@@ -744,7 +748,7 @@ async def _verifying(h: _Handle) -> None:
     if skus is None:
         return
     losses, drift = await _verify_users(ctx, wave, skus, removed)
-    counters = replace(_counters(h, await _rows(rt, wave.wave_id)), drift=drift)
+    counters = replace(await _count(h), drift=drift)
     if losses:
         await h.move(
             WaveEvent.LOSS_DETECTED,
@@ -906,8 +910,7 @@ async def _rolling_back(h: _Handle) -> None:
     ctx, rt, wave = h.ctx, h.ctx.rt, h.wave
     # Queued removals of a wave being rolled back are dropped; in-flight ones (REMOVING) finish first.
     await _close(ctx, wave, (OutcomeStatus.PLANNED, OutcomeStatus.ENQUEUED), "wave rolled back before this removal")
-    rows = await _rows(rt, wave.wave_id)
-    counters = _counters(h, rows)
+    counters = await _count(h)
     if counters.removed == 0 and counters.enqueued == 0:
         await h.move(WaveEvent.ROLLBACK_DONE, f"{counters.rolled_back} direct assignment(s) put back", counters)
         return
@@ -924,7 +927,7 @@ async def _rolling_back(h: _Handle) -> None:
         await rt.queue.send(rt.settings.removals_queue, encode_task(task), delay_seconds=ctx.delay(slot))
         cursor = row.key
     ctx.budget.used -= len(delays) - len(candidates)
-    await _reconcile_stuck(ctx, wave, rows)
+    await _reconcile_stuck(ctx, wave)
     if not candidates and cursor and ctx.now - wave.updated_at > stale_after(rt.settings.tick_seconds):
         # A full pass went out and rows are still REMOVED with no progress: send their tasks again.
         cursor = ""
@@ -934,23 +937,20 @@ async def _rolling_back(h: _Handle) -> None:
 async def _close_leftovers(h: _Handle) -> None:
     reason = "wave halted" if h.wave.status is WaveStatus.HALTED else "wave cancelled"
     await _close(h.ctx, h.wave, (OutcomeStatus.PLANNED, OutcomeStatus.ENQUEUED), f"{reason} before this removal")
-    rows = await _rows(h.ctx.rt, h.wave.wave_id)
-    await _reconcile_stuck(h.ctx, h.wave, rows)
-    counters = _counters(h, rows)
-    await h.save(replace(h.wave, counters=counters))
+    await _reconcile_stuck(h.ctx, h.wave)
+    await h.save(replace(h.wave, counters=await _count(h)))
 
 
 async def _close(ctx: _Context, wave: Wave, statuses: tuple[OutcomeStatus, ...], detail: str) -> None:
     """Close rows in `statuses` as NOT_ATTEMPTED (a worker holding one sees the final row and stops)."""
     rt = ctx.rt
-    async for row in rt.ledger.iter_outcomes(wave.wave_id, statuses=list(statuses)):
-        current = await rt.ledger.get_outcome(wave.wave_id, row.user_id, row.sku_id)
-        if current is None or current.value.status not in statuses or current.value.status in FINAL_OUTCOMES:
-            continue
-        closed = replace(
-            current.value, status=OutcomeStatus.NOT_ATTEMPTED, detail=detail, actor=ACTOR, updated_at=ctx.now
-        )
-        try:
-            await rt.ledger.save_outcome(closed, current.etag)
-        except ConcurrencyConflict:
-            continue
+    for status in statuses:
+        async for row in rt.ledger.iter_work(wave.wave_id, status):
+            current = await rt.ledger.get_outcome(wave.wave_id, row.user_id, row.sku_id)
+            if current is None or current.value.status not in statuses or current.value.status in FINAL_OUTCOMES:
+                continue
+            closed = replace(
+                current.value, status=OutcomeStatus.NOT_ATTEMPTED, detail=detail, actor=ACTOR, updated_at=ctx.now
+            )
+            with contextlib.suppress(ConcurrencyConflict):
+                await rt.ledger.save_outcome(closed, current.etag)
