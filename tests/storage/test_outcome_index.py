@@ -1,6 +1,7 @@
 """A wave's counts and work index against Azurite: every status change of an outcome is one
 transaction (row, index rows, move), a stale ETag changes nothing, the counts fold exactly, readers
-of outcomes never see the rows beside them, and waves written before the index still work."""
+of outcomes never see the rows beside them, and waves written before the index still work. Then the
+scheduler's tick over them: it enqueues and re-sends what it finds by index, with exact counters."""
 
 from __future__ import annotations
 
@@ -17,9 +18,16 @@ from azure.data.tables.aio import TableClient
 
 from licshift.adapters.entities import COUNTS_ROW, OUTCOMES, index_key
 from licshift.adapters.ledger import Ledger
+from licshift.ports.graph import GroupLicenseInfo
 from licshift.ports.store import ConcurrencyConflict
 from licshift.rules.census import WORK_STATUSES, empty_counts
+from licshift.rules.decide import PROCESSING_COMPLETE, Policy
 from licshift.rules.outcomes import Outcome, OutcomeStatus
+from licshift.rules.waves import Selection, SelectionKind, Wave, WaveCounters, WaveStatus
+from licshift.services import scheduler
+from licshift.services.runtime import Runtime
+from licshift.settings import Settings
+from licshift_local.host_queues import HostQueues
 
 pytestmark = pytest.mark.storage
 
@@ -203,3 +211,96 @@ async def test_random_status_walks_keep_counts_and_index_exact(ledger: Ledger) -
             await consistent(ledger, wave_id)
     first, second = await asyncio.gather(ledger.count_outcomes(wave_id), ledger.count_outcomes(wave_id))
     assert first == second == await consistent(ledger, wave_id)
+
+
+# --- the tick over the index ---------------------------------------------------------------------
+
+GROUP = "0f5c3a50-6b7a-4a0e-9c51-3f1b7d2a8e10"
+PLANNED, REMOVED = 30, 20
+
+
+class ProcessedGroup:
+    """The only Graph call a removing tick makes: the group's processing state (complete)."""
+
+    async def group_license_info(self, group_id: str) -> GroupLicenseInfo:
+        return GroupLicenseInfo(group_id, "All users", PROCESSING_COMPLETE, ())
+
+    def take_usage(self) -> float:
+        return 0.0
+
+
+def rows(wave_id: str, now: datetime) -> list[Outcome]:
+    return [
+        Outcome(
+            wave_id=wave_id,
+            user_id=f"{i:08d}-0000-4000-8000-000000000000",
+            sku_id=E3,
+            status=OutcomeStatus.REMOVED if i < REMOVED else OutcomeStatus.PLANNED,
+            decision="remove",
+            updated_at=now,
+        )
+        for i in range(REMOVED + PLANNED)
+    ]
+
+
+async def removing_wave(ledger: Ledger, now: datetime, *, indexed: bool) -> Wave:
+    wave = Wave(
+        wave_id=str(uuid.uuid4()),
+        group_id=GROUP,
+        sku_ids=(E3,),
+        selection=Selection(SelectionKind.ALL),
+        policy=Policy.NO_LOSS,
+        dry_run=False,
+        force=True,
+        requested_by="test",
+        status=WaveStatus.REMOVING,
+        created_at=now,
+        updated_at=now,
+        counters=WaveCounters(members=50, selected=50, to_remove=50, planned=PLANNED, removed=REMOVED),
+    )
+    if indexed:
+        await ledger.put_outcomes(rows(wave.wave_id, now))
+        await ledger.index_outcomes(wave.wave_id, {OutcomeStatus.PLANNED: PLANNED, OutcomeStatus.REMOVED: REMOVED})
+    else:  # as an older version wrote it: rows only
+        for row in rows(wave.wave_id, now):
+            await ledger.save_outcome(row, None)
+    await ledger.create_wave(wave)
+    return wave
+
+
+@pytest.mark.parametrize("indexed", [True, False], ids=["indexed", "older-wave"])
+async def test_a_tick_enqueues_by_index_resends_stuck_rows_and_counts_exactly(
+    ledger: Ledger, work_queue: HostQueues, indexed: bool
+) -> None:
+    clock = [datetime(2026, 3, 1, 12, 0, tzinfo=UTC)]
+    settings = Settings(tick_seconds=60, removals_queue=work_queue.removals_queue, waves_queue=work_queue.waves_queue)
+    rt = Runtime(settings, ProcessedGroup(), ledger, work_queue, clock=lambda: clock[0])  # type: ignore[arg-type]
+    wave = await removing_wave(ledger, clock[0], indexed=indexed)
+
+    report = await scheduler.tick(rt)
+    assert report.enqueued == PLANNED
+    after = await ledger.get_wave(wave.wave_id)
+    assert after is not None
+    counters = after.value.counters
+    assert (counters.planned, counters.enqueued, counters.removed) == (0, PLANNED, REMOVED)
+    assert await work_queue.approximate_count(work_queue.removals_queue) == PLANNED
+    if indexed:
+        assert (await consistent(ledger, wave.wave_id))[OutcomeStatus.ENQUEUED] == PLANNED
+    else:
+        assert not [k for k in await partition(ledger, wave.wave_id) if k.startswith("~")]
+
+    # One row finishes; the others' messages are lost: past the stale window their tasks go out again.
+    done = await ledger.get_outcome(wave.wave_id, f"{REMOVED:08d}-0000-4000-8000-000000000000", E3)
+    assert done is not None
+    await ledger.save_outcome(dataclasses.replace(done.value, status=OutcomeStatus.REMOVED), done.etag)
+    await work_queue.clear(work_queue.removals_queue)
+    clock[0] += scheduler.stale_after(settings.tick_seconds) + timedelta(seconds=1)
+    await scheduler.tick(rt)
+    assert await work_queue.approximate_count(work_queue.removals_queue) == PLANNED - 1
+    after = await ledger.get_wave(wave.wave_id)
+    assert after is not None
+    assert (after.value.counters.enqueued, after.value.counters.removed) == (PLANNED - 1, REMOVED + 1)
+    resent = [o async for o in ledger.iter_outcomes(wave.wave_id, statuses=[OutcomeStatus.ENQUEUED])]
+    assert {o.updated_at for o in resent} == {clock[0]}
+    if indexed:
+        await consistent(ledger, wave.wave_id)
