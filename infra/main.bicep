@@ -119,6 +119,9 @@ param driftRemove bool = false
 @description('LICSHIFT_KILL_SWITCH: true stops every removal (the control table switch does the same at run time).')
 param killSwitch bool = false
 
+@description('LICSHIFT_REPROCESS_ENABLED: let `licshift reprocess` call reprocessLicenseAssignment. Adds the Graph permission User.ReadWrite.All (the least privileged one that API accepts, and broader than the rest: it can write any user property), so it is off by default.')
+param reprocessEnabled bool = false
+
 @description('LICSHIFT_GRAPH_ENDPOINT: Microsoft Graph base URL.')
 param graphEndpoint string = 'https://graph.microsoft.com/v1.0'
 
@@ -158,6 +161,11 @@ var graphAppRoles = [
   'User.Read.All'
   'GroupMember.Read.All'
 ]
+// reprocessLicenseAssignment accepts nothing narrower than User.ReadWrite.All: granted only with reprocessEnabled.
+var reprocessAppRoles = [
+  'User.ReadWrite.All'
+]
+var grantedAppRoles = reprocessEnabled ? concat(graphAppRoles, reprocessAppRoles) : graphAppRoles
 
 // NCRONTAB for each allowed tick length, so LICSHIFT_TICK_SECONDS and the schedule cannot disagree.
 var tickSchedules = {
@@ -185,6 +193,7 @@ var licshiftSettings = {
   LICSHIFT_WRITE_RATE_CEILING: writeRateCeiling
   LICSHIFT_CANARY_MAX_USERS: string(canaryMaxUsers)
   LICSHIFT_KILL_SWITCH: killSwitch ? 'true' : 'false'
+  LICSHIFT_REPROCESS_ENABLED: reprocessEnabled ? 'true' : 'false'
 }
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -298,7 +307,7 @@ module graphPermissions 'app/graph-permissions.bicep' = if (grantGraphPermission
   scope: rg
   params: {
     principalId: identity.outputs.principalId
-    appRoleNames: graphAppRoles
+    appRoleNames: grantedAppRoles
   }
 }
 
@@ -312,7 +321,7 @@ output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.appInsightsName
 output GRAPH_PERMISSIONS_GRANTED bool = grantGraphPermissions
 // What infra/hooks/postprovision grants (space-separated app role values).
-output LICSHIFT_GRAPH_APP_ROLES string = join(graphAppRoles, ' ')
+output LICSHIFT_GRAPH_APP_ROLES string = join(grantedAppRoles, ' ')
 // What the licshift CLI needs (it signs in with az login, not with the identity):
 // LicshiftStorage__queueServiceUri / __tableServiceUri = these two endpoints.
 output AZURE_STORAGE_QUEUE_ENDPOINT string = storage.outputs.queueEndpoint

@@ -367,6 +367,14 @@ SPECS: tuple[Spec, ...] = (
         _text,
         "NCRONTAB (UTC) of the settle check.",
     ),
+    Spec(
+        "LICSHIFT_REPROCESS_ENABLED",
+        "reprocess_enabled",
+        False,
+        _flag,
+        "`true` lets `licshift reprocess` call reprocessLicenseAssignment (paced like removals); needs the "
+        "Graph permission User.ReadWrite.All (infra: `reprocessEnabled`).",
+    ),
 )
 """Every setting, in README order."""
 
@@ -407,6 +415,7 @@ class Settings:
     settle_hours: float = _default("settle_hours")
     settle_action: SettleAction = field(default=_default("settle_action"))
     settle_schedule: str = _default("settle_schedule")
+    reprocess_enabled: bool = _default("reprocess_enabled")
 
     @property
     def graph_is_loopback(self) -> bool:

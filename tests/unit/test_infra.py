@@ -345,6 +345,7 @@ def test_deployed_defaults_configure_the_same_app_as_settings_defaults() -> None
         "canary_max_users",
         "kill_switch",
         "drift_remove",
+        "reprocess_enabled",
     ):
         assert getattr(from_bicep, field) == getattr(defaults, field), field
 
@@ -600,12 +601,12 @@ def test_graph_permissions_are_off_in_the_deployment_by_default_and_least_privil
     assert module["config"]["condition"] == "grantGraphPermissions"
     params = _body(module["config"])["params"]
     assert _dotted(params["principalId"]) == "identity.outputs.principalId"
-    assert params["appRoleNames"] == "graphAppRoles"
+    assert params["appRoleNames"] == "grantedAppRoles"
     assert set(graph_app_roles()) == GRAPH_ROLES
     # the hook grants exactly these: main.bicep hands them over as an output
     output = main["outputs"]["LICSHIFT_GRAPH_APP_ROLES"]["value"]["function"]
     assert output["type"] == "join"
-    assert output["parameters"] == {"input_array": "graphAppRoles", "delimiter": " "}
+    assert output["parameters"] == {"input_array": "grantedAppRoles", "delimiter": " "}
     graph = _parse(GRAPH_FILE)
     assert {r["type"] for r in graph["resources"].values()} == {
         "Microsoft.Graph/servicePrincipals",
@@ -616,6 +617,27 @@ def test_graph_permissions_are_off_in_the_deployment_by_default_and_least_privil
     assert not {role for role in roles if "Directory." in role or role.endswith("User.ReadWrite.All")}
     grant = json.dumps(_one(graph, "Microsoft.Graph/appRoleAssignedTo")["appRoleId"])
     assert '"filter"' in grant, "resolve app roles by value from the Graph service principal"
+
+
+def test_reprocessing_adds_user_readwrite_all_only_when_enabled() -> None:
+    """reprocessLicenseAssignment needs User.ReadWrite.All (nothing narrower): granted, and the app
+    setting turned on, only with reprocessEnabled, which is off by default."""
+    main = _parse(MAIN)
+    assert main["parameters"]["reprocessEnabled"]["default"] is False
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["reprocessEnabled"]["value"] == "${LICSHIFT_REPROCESS_ENABLED=false}"
+    assert _scope(main)["grantedAppRoles"] == graph_app_roles(), "off: the least-privilege list alone"
+    assert _scope(main)["reprocessAppRoles"] == ["User.ReadWrite.All"]
+    granted = main["variables"]["grantedAppRoles"]["value"]["operator"]
+    assert granted["type"] == "conditional"
+    assert granted["operands"]["condition"] == "reprocessEnabled"
+    assert granted["operands"]["false_value"] == "graphAppRoles"
+    assert granted["operands"]["true_value"]["function"]["parameters"] == {
+        "arg_1": "graphAppRoles",
+        "arg_2": "reprocessAppRoles",
+    }
+    assert _app_settings()["LICSHIFT_REPROCESS_ENABLED"] == "false"
+    assert Settings.from_env({"LICSHIFT_REPROCESS_ENABLED": "false"}).reprocess_enabled is False
 
 
 def test_the_apps_permission_hint_names_the_roles_the_deployment_grants() -> None:

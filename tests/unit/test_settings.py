@@ -114,6 +114,7 @@ PARSED: list[tuple[str, str, Callable[[Settings], Any], Any]] = [
     ("LICSHIFT_SETTLE_HOURS", "48", lambda s: s.settle_hours, 48.0),
     ("LICSHIFT_SETTLE_ACTION", "alert-only", lambda s: s.settle_action, SettleAction.ALERT_ONLY),
     ("LICSHIFT_SETTLE_SCHEDULE", "0 0 * * * *", lambda s: s.settle_schedule, "0 0 * * * *"),
+    ("LICSHIFT_REPROCESS_ENABLED", "true", lambda s: s.reprocess_enabled, True),
 ]
 
 
@@ -372,6 +373,7 @@ PROBES: dict[str, str] = {
     "LICSHIFT_SETTLE_HOURS": "0",
     "LICSHIFT_SETTLE_ACTION": "ignore",
     "LICSHIFT_SETTLE_SCHEDULE": "0 0 * * * *",
+    "LICSHIFT_REPROCESS_ENABLED": "true",
 }
 
 

@@ -568,6 +568,14 @@ class GraphAdapter:
         body = AssignLicensePostRequestBody(add_licenses=[add], remove_licenses=[])
         await self._write(f"restore direct SKU {sku} to user {uid}", uid, body)
 
+    async def reprocess_license_assignment(self, user_id: str) -> None:
+        """POST /users/{id}/reprocessLicenseAssignment (no body; 200 with the user, not read)."""
+        uid = guid(user_id, "user id")
+        self.counters.writes += 1
+        builder = self._client.users.by_user_id(uid).reprocess_license_assignment
+        what = f"reprocess license assignments of user {uid}"
+        await self._send(what, builder.post(_native(None, write=True)), write=True)
+
     # -- plumbing ----------------------------------------------------------------------------
 
     async def _write(self, what: str, uid: str, body: AssignLicensePostRequestBody) -> None:

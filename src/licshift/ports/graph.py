@@ -109,6 +109,11 @@ class LicenseGraph(Protocol):
         """assignLicense adding back exactly a recorded direct assignment (S2)."""
         ...
 
+    async def reprocess_license_assignment(self, user_id: str) -> None:
+        """reprocessLicenseAssignment: Entra evaluates every group-based assignment of the user again
+        (clears a CountViolation once seats are free). Never changes a direct assignment."""
+        ...
+
     async def subscribed_skus(self) -> tuple[Sku, ...]: ...
 
     def members_with_license_errors(self, group_id: str) -> AsyncIterator[str]:

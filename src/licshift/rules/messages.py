@@ -8,6 +8,8 @@ Waves queue (admin CLI, HTTP API, or anyone with queue access), one command per 
      "dry_run": false, "force": false, "policy": "no-loss" | "identical" | null, "requested_by": "alice@contoso.com"}
     {"command": "pause" | "resume" | "cancel" | "rollback", "wave_id": "<guid>", "requested_by": "..."}
     {"command": "kill-switch", "on": true, "requested_by": "..."}
+    {"command": "reprocess", "wave_id": "<guid>" | null, "users": ["<guid>", ...], "reason": "CountViolation",
+     "requested_by": "..."}
 
 Every command may carry "request_id": "<guid>"; intake records its answer (accepted / refused and
 why) against it in the ledger, so the sender can wait for it (licshift.rules.answers).
@@ -16,6 +18,7 @@ The client chooses wave_id (a GUID), so a redelivered or resent start is recogni
 Removals queue (written only by licshift itself), one user and SKU per message:
 
     {"task": "remove" | "restore" | "rollback-restore", "wave_id": "<guid>", "user_id": "<guid>", "sku_id": "<guid>"}
+    {"task": "reprocess", "wave_id": "<guid>" | "", "user_id": "<guid>", "request_id": "<guid>"}
 
 Everything is checked before anything else happens: unknown fields, wrong types, ids that are not
 GUIDs (nothing else ever reaches a Graph URL or filter), SKU part numbers outside a strict alphabet,
@@ -60,6 +63,7 @@ class Command(enum.StrEnum):
     CANCEL = "cancel"
     ROLLBACK = "rollback"
     KILL_SWITCH = "kill-switch"
+    REPROCESS = "reprocess"
 
 
 class TaskKind(enum.StrEnum):
@@ -68,6 +72,8 @@ class TaskKind(enum.StrEnum):
     """Put back the recorded snapshot of one removed user and SKU (the wave's own restore)."""
     ROLLBACK_RESTORE = "rollback-restore"
     """Put back the recorded snapshot because the admin rolls the wave back."""
+    REPROCESS = "reprocess"
+    """reprocessLicenseAssignment for one user (services/reprocess.py); no SKU, no outcome row."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,15 +107,40 @@ class KillSwitch:
     request_id: str = ""
 
 
-WavesMessage = StartWave | WaveCommand | KillSwitch
+MAX_REPROCESS_USERS = 1000
+"""Users per reprocess command: 1,000 GUIDs fit a queue message; the CLI sends more as several."""
+_ERROR_CODE = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class Reprocess:
+    """reprocessLicenseAssignment for named users (of a wave, when wave_id is set), paced like removals."""
+
+    wave_id: str
+    """"" when the users were named without a wave."""
+    users: tuple[str, ...]
+    reason: str
+    """The license error the users were picked by (e.g. CountViolation); "" when named one by one."""
+    requested_by: str
+    request_id: str = ""
+    batch_id: str = ""
+    """Set on the continuation licshift itself sends for users that found no write slot yet: the
+    request the users belong to (no request_id, so intake answers nobody a second time)."""
+
+
+WavesMessage = StartWave | WaveCommand | KillSwitch | Reprocess
 
 
 @dataclass(frozen=True, slots=True)
 class Task:
     kind: TaskKind
     wave_id: str
+    """"" only for a reprocess task sent without a wave."""
     user_id: str
     sku_id: str
+    """"" for a reprocess task (it is about the user, every group assignment)."""
+    request_id: str = ""
+    """Reprocess tasks only: the accepted command they belong to (its answer is in the ledger)."""
 
 
 # --- what the host hands over ---------------------------------------------------------------------
@@ -270,6 +301,7 @@ _START_FIELDS = {
 }  # fmt: skip
 _WAVE_FIELDS = {"command", "wave_id", "requested_by", "request_id"}
 _KILL_FIELDS = {"command", "on", "requested_by", "request_id"}
+_REPROCESS_FIELDS = {"command", "wave_id", "users", "reason", "requested_by", "request_id", "batch_id"}
 
 
 def _request_id(payload: Mapping[str, Any]) -> str:
@@ -294,6 +326,8 @@ def parse_waves_message(text: str, *, max_wave_users: int) -> WavesMessage:
         if not isinstance(on, bool):
             raise MalformedMessage(f"{what}: on must be true or false")
         return KillSwitch(on, _requested_by(payload, what), _request_id(payload))
+    if command is Command.REPROCESS:
+        return _reprocess(payload, what)
     if command is not Command.START:
         _only(payload, _WAVE_FIELDS, what)
         wave_id = _guid(_required(payload, "wave_id", what), "wave_id")
@@ -328,6 +362,24 @@ def parse_waves_message(text: str, *, max_wave_users: int) -> WavesMessage:
     )
 
 
+def _reprocess(payload: Mapping[str, Any], what: str) -> Reprocess:
+    _only(payload, _REPROCESS_FIELDS, what)
+    wave_raw = payload.get("wave_id")
+    wave_id = "" if wave_raw is None else _guid(wave_raw, "wave_id")
+    users = _required(payload, "users", what)
+    if not isinstance(users, list) or not users:
+        raise MalformedMessage(f"{what}: users must be a non-empty list of user id GUIDs")
+    if len(users) > MAX_REPROCESS_USERS:
+        raise MalformedMessage(f"{what}: {len(users)} users is more than {MAX_REPROCESS_USERS}; send several commands")
+    reason = payload.get("reason", "")
+    if not isinstance(reason, str) or (reason and not _ERROR_CODE.fullmatch(reason)):
+        raise MalformedMessage(f"{what}: reason must be a license error code such as CountViolation")
+    ids = tuple(dict.fromkeys(_guid(u, "user id") for u in users))
+    batch = payload.get("batch_id")
+    batch_id = "" if batch is None else _guid(batch, "batch_id")
+    return Reprocess(wave_id, ids, reason, _requested_by(payload, what), _request_id(payload), batch_id)
+
+
 def selection_json(selection: Selection) -> dict[str, Any]:
     if selection.kind is SelectionKind.FIRST:
         return {"kind": "first", "count": selection.count}
@@ -346,6 +398,14 @@ def waves_message_json(message: WavesMessage) -> dict[str, Any]:
 
 
 def _message_body(message: WavesMessage) -> dict[str, Any]:
+    if isinstance(message, Reprocess):
+        return {
+            "command": Command.REPROCESS.value,
+            "wave_id": message.wave_id or None,
+            "users": list(message.users),
+            "reason": message.reason,
+            "requested_by": message.requested_by,
+        } | ({"batch_id": message.batch_id} if message.batch_id else {})
     if isinstance(message, KillSwitch):
         return {"command": Command.KILL_SWITCH.value, "on": message.on, "requested_by": message.requested_by}
     if isinstance(message, WaveCommand):
@@ -370,17 +430,29 @@ def encode_waves_message(message: WavesMessage) -> str:
 # --- removals queue ------------------------------------------------------------------------------
 
 _TASK_FIELDS = {"task", "wave_id", "user_id", "sku_id"}
+_REPROCESS_TASK_FIELDS = {"task", "wave_id", "user_id", "request_id"}
 
 
 def parse_task(text: str) -> Task:
     what = "removal task"
     payload = _load(text, what)
-    _only(payload, _TASK_FIELDS, what)
     raw = _required(payload, "task", what)
     try:
         kind = TaskKind(raw)
     except (ValueError, TypeError):
-        raise MalformedMessage(f"{what}: task {str(raw)[:40]!r} is not remove, restore or rollback-restore") from None
+        allowed = ", ".join(k.value for k in TaskKind)
+        raise MalformedMessage(f"{what}: task {str(raw)[:40]!r} is not one of {allowed}") from None
+    if kind is TaskKind.REPROCESS:
+        _only(payload, _REPROCESS_TASK_FIELDS, "reprocess task")
+        wave_raw = payload.get("wave_id", "")
+        return Task(
+            kind=kind,
+            wave_id="" if wave_raw == "" else _guid(wave_raw, "wave_id"),
+            user_id=_guid(_required(payload, "user_id", what), "user_id"),
+            sku_id="",
+            request_id=_guid(_required(payload, "request_id", what), "request_id"),
+        )
+    _only(payload, _TASK_FIELDS, what)
     return Task(
         kind=kind,
         wave_id=_guid(_required(payload, "wave_id", what), "wave_id"),
@@ -390,6 +462,9 @@ def parse_task(text: str) -> Task:
 
 
 def encode_task(task: Task) -> str:
+    if task.kind is TaskKind.REPROCESS:
+        body = {"task": task.kind.value, "wave_id": task.wave_id, "user_id": task.user_id}
+        return json.dumps(body | {"request_id": task.request_id}, separators=(",", ":"))
     return json.dumps(
         {"task": task.kind.value, "wave_id": task.wave_id, "user_id": task.user_id, "sku_id": task.sku_id},
         separators=(",", ":"),

@@ -22,6 +22,7 @@ from licshift.rules.messages import (
     Command,
     KillSwitch,
     MalformedMessage,
+    Reprocess,
     StartWave,
     WaveCommand,
     WavesMessage,
@@ -31,7 +32,7 @@ from licshift.rules.messages import (
 )
 from licshift.rules.outcomes import Event, Severity
 from licshift.rules.waves import Refused, Wave, WaveCounters, WaveEvent, WaveStatus, canary_gate
-from licshift.services import telemetry, transitions
+from licshift.services import reprocess, telemetry, transitions
 from licshift.services.runtime import Runtime
 
 SAVE_ATTEMPTS = 5
@@ -86,7 +87,17 @@ async def carry_out(rt: Runtime, message: WavesMessage) -> IntakeResult:
         return await start_wave(rt, message)
     if isinstance(message, KillSwitch):
         return await set_kill_switch(rt, message)
+    if isinstance(message, Reprocess):
+        return await reprocess_users(rt, message)
     return await wave_command(rt, message)
+
+
+async def reprocess_users(rt: Runtime, command: Reprocess) -> IntakeResult:
+    try:
+        done = await reprocess.accept(rt, command)
+    except reprocess.Refusal as exc:
+        raise Rejection(str(exc)) from None
+    return IntakeResult(done.verdict, done.message, command.wave_id)
 
 
 async def start_wave(rt: Runtime, request: StartWave) -> IntakeResult:
@@ -268,7 +279,7 @@ async def set_kill_switch(rt: Runtime, command: KillSwitch) -> IntakeResult:
 
 
 async def _reject(rt: Runtime, reason: str, raw: str, message: WavesMessage | None = None) -> IntakeResult:
-    wave_id = message.wave_id if isinstance(message, StartWave | WaveCommand) else ""
+    wave_id = message.wave_id if isinstance(message, StartWave | WaveCommand | Reprocess) else ""
     actor = message.requested_by if message is not None and message.requested_by else "unknown"
     await telemetry.emit(rt.ledger, telemetry.rejected_request(reason, raw, wave_id=wave_id, actor=actor), rt.now())
     return IntakeResult(Verdict.REJECTED, reason, wave_id)

@@ -54,7 +54,7 @@ from licshift.rules.licenses import (
 from licshift.rules.messages import MalformedMessage, Task, TaskKind, encode_task, parse_task, queue_text, stored_text
 from licshift.rules.outcomes import FINAL_OUTCOMES, Outcome, OutcomeStatus, Severity
 from licshift.rules.waves import STOPPED_STATUSES, Wave, WaveEvent, WaveStatus
-from licshift.services import telemetry, transitions
+from licshift.services import reprocess, telemetry, transitions
 from licshift.services.runtime import Runtime
 from licshift.services.skus import UnknownSku
 
@@ -127,6 +127,8 @@ async def handle_task_message(rt: Runtime, text: str) -> str:
 
 async def run_task(rt: Runtime, task: Task) -> str:
     try:
+        if task.kind is TaskKind.REPROCESS:
+            return await reprocess.run(rt, task)
         if task.kind is TaskKind.REMOVE:
             return await remove(rt, task)
         return await restore(rt, task)
@@ -698,6 +700,8 @@ async def handle_poison_task(rt: Runtime, text: str, dequeue_count: int) -> str:
 
 
 async def _reconcile(rt: Runtime, task: Task, dequeue_count: int) -> str:
+    if task.kind is TaskKind.REPROCESS:
+        return await reprocess.gave_up(rt, task, dequeue_count)
     if task.kind is not TaskKind.REMOVE:
         # A restore that kept failing: try once more; the alert says whether it worked.
         return await restore(rt, task)

@@ -45,6 +45,10 @@ SETTLE_LOSS = "settle-loss"
 RATE = "write-rate"
 QUOTA_USAGE = "quota-usage"
 """Graph reported a quota above 80 % in use (x-ms-throttle-limit-percentage); the scheduler reads it."""
+REPROCESS_ACCEPTED = "reprocess-accepted"
+"""`licshift reprocess` accepted: how many users, paced over which slots."""
+REPROCESSED = "reprocessed"
+"""One user's reprocessLicenseAssignment: the outcome and the license errors before and after."""
 
 RAW_LIMIT = 2_000
 """Characters of a rejected message kept in its event: enough to recognise it, bounded in size."""
