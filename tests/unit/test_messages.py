@@ -13,10 +13,12 @@ from hypothesis import strategies as st
 
 from licshift.rules.decide import Policy
 from licshift.rules.messages import (
+    MAX_REPROCESS_USERS,
     MAX_SKUS,
     Command,
     KillSwitch,
     MalformedMessage,
+    Reprocess,
     StartWave,
     Task,
     TaskKind,
@@ -168,16 +170,59 @@ wave_commands = st.builds(
     requested_by=requesters,
 )
 kill_switches = st.builds(KillSwitch, on=st.booleans(), requested_by=requesters)
+reprocesses = st.builds(
+    Reprocess,
+    wave_id=st.just("") | guids,
+    users=st.lists(guids, min_size=1, max_size=30, unique=True).map(tuple),
+    reason=st.sampled_from(["", "CountViolation", "MutuallyExclusiveViolation"]),
+    requested_by=requesters,
+    request_id=st.just("") | guids,
+    batch_id=st.just("") | guids,
+)
 
 
-@given(starts | wave_commands | kill_switches)
-def test_waves_messages_round_trip(message: StartWave | WaveCommand | KillSwitch) -> None:
+@given(starts | wave_commands | kill_switches | reprocesses)
+def test_waves_messages_round_trip(message: StartWave | WaveCommand | KillSwitch | Reprocess) -> None:
     assert parse(encode_waves_message(message)) == message
 
 
-@given(st.builds(Task, kind=st.sampled_from(TaskKind), wave_id=guids, user_id=guids, sku_id=guids))
+ASSIGNMENT_TASKS = [k for k in TaskKind if k is not TaskKind.REPROCESS]
+
+
+@given(st.builds(Task, kind=st.sampled_from(ASSIGNMENT_TASKS), wave_id=guids, user_id=guids, sku_id=guids))
 def test_tasks_round_trip(task: Task) -> None:
     assert parse_task(encode_task(task)) == task
+
+
+@given(st.builds(Task, kind=st.just(TaskKind.REPROCESS), wave_id=st.just("") | guids, user_id=guids,
+                 sku_id=st.just(""), request_id=guids))  # fmt: skip
+def test_reprocess_tasks_round_trip(task: Task) -> None:
+    assert parse_task(encode_task(task)) == task
+
+
+def test_a_reprocess_task_names_its_request_and_no_sku() -> None:
+    base = {"task": "reprocess", "wave_id": WAVE, "user_id": USER}
+    with pytest.raises(MalformedMessage, match="'request_id' is required"):
+        parse_task(json.dumps(base))
+    with pytest.raises(MalformedMessage, match="unknown field"):
+        parse_task(json.dumps(base | {"request_id": GROUP, "sku_id": E3}))
+    with pytest.raises(MalformedMessage, match="user_id must be a GUID"):
+        parse_task(json.dumps(base | {"request_id": GROUP, "user_id": f"{USER}/assignLicense"}))
+
+
+def test_reprocess_commands_are_bounded_and_checked() -> None:
+    base = {"command": "reprocess", "wave_id": WAVE, "users": [USER], "reason": "CountViolation"}
+    assert parse(json.dumps(base)) == Reprocess(WAVE, (USER,), "CountViolation", "")
+    too_many = [f"{n:08x}-2222-4333-8444-555555555555" for n in range(MAX_REPROCESS_USERS + 1)]
+    with pytest.raises(MalformedMessage, match="send several commands"):
+        parse(json.dumps(base | {"users": too_many}))
+    assert len(json.dumps(base | {"users": too_many[:-1]})) < 64 * 1024, "a full command fits a queue message"
+    with pytest.raises(MalformedMessage, match="non-empty list"):
+        parse(json.dumps(base | {"users": []}))
+    with pytest.raises(MalformedMessage, match="license error code"):
+        parse(json.dumps(base | {"reason": "Count Violation'; drop"}))
+    with pytest.raises(MalformedMessage, match="user id must be a GUID"):
+        parse(json.dumps(base | {"users": ["ada@contoso.com"]}))
 
 
 @given(st.text(max_size=300))

@@ -21,12 +21,12 @@ from importlib import metadata
 from types import ModuleType
 from typing import NoReturn
 
-from licshift.cli import check, directory, drift, killswitch, report, status, waves
+from licshift.cli import check, directory, drift, killswitch, report, reprocess, status, waves
 from licshift.cli.context import Context
 from licshift.cli.exitcodes import EXIT_CODES_HELP, CliError, ExitCode
 from licshift_local import demo, dev, sim
 
-AREAS: tuple[ModuleType, ...] = (directory, check, waves, status, report, drift, killswitch, dev, sim, demo)
+AREAS: tuple[ModuleType, ...] = (directory, check, waves, reprocess, status, report, drift, killswitch, dev, sim, demo)
 
 EXAMPLES = """examples:
   licshift dev up                                        # the local stack: Azurite, simulator, host
