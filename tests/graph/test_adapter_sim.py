@@ -512,3 +512,79 @@ async def test_sku_holders_are_the_users_with_the_sku_from_any_source(rig: Rig) 
     assert holders[rig.id("carol")].user_principal_name == CAROL_UPN
     assert rig.sent[0].url.params["$filter"] == f"assignedLicenses/any(x:x/skuId eq {E3})"
     assert [u async for u in rig.graph.sku_holders(EMS)] == []
+
+
+# ------------------------------------------------------------------------------ reprocessing
+
+
+def seats_doc() -> dict[str, Any]:
+    """ivan and judy hold E3 directly; "Bundle" adds EMS (one seat): whoever is processed second is in
+    CountViolation on both of the group's SKUs (Entra fails the whole group assignment)."""
+    return {
+        "name": "reprocess-tests",
+        "seed": 7,
+        "tenant": {"domain": DOMAIN},
+        "skus": [{"catalog": "ENTERPRISEPACK", "seats": 10}, {"catalog": "EMS", "seats": 1}],
+        "users": [
+            {"key": "ivan", "direct": [{"sku": "ENTERPRISEPACK"}]},
+            {"key": "judy", "direct": [{"sku": "ENTERPRISEPACK"}]},
+        ],
+        "groups": [
+            {
+                "key": "bundle",
+                "name": "Bundle",
+                "members": ["ivan", "judy"],
+                "licenses": [{"sku": "ENTERPRISEPACK"}, {"sku": "EMS"}],
+            }
+        ],
+    }
+
+
+def errors(user: UserLicenses) -> set[tuple[str, str | None]]:
+    return {(s.sku_id, s.error) for s in user.states if s.assigned_by_group and s.error}
+
+
+async def test_reprocess_clears_a_count_violation_once_a_seat_is_free() -> None:
+    async with running(seats_doc()) as rig:
+        users = [await rig.graph.user_licenses(rig.id(k)) for k in ("ivan", "judy")]
+        blocked = [u for u in users if errors(u)]
+        assert len(blocked) == 1, "one seat of EMS: one member is in error"
+        victim = blocked[0].user_id
+        assert errors(blocked[0]) == {(E3, "CountViolation"), (EMS, "CountViolation")}
+
+        await rig.graph.reprocess_license_assignment(victim)  # no seat yet: the error stays
+        assert errors(await rig.graph.user_licenses(victim)) == {(E3, "CountViolation"), (EMS, "CountViolation")}
+
+        rig.sim.tenant.set_seats("EMS", 2)
+        assert errors(await rig.graph.user_licenses(victim)), "freeing seats alone reprocesses nobody"
+        await rig.graph.reprocess_license_assignment(victim)
+        after = await rig.graph.user_licenses(victim)
+        assert errors(after) == set()
+        assert {(s.sku_id, s.state) for s in after.states if s.assigned_by_group} == {(E3, "Active"), (EMS, "Active")}
+        assert direct(after) is not None, "reprocessing never touches the direct assignment"
+
+        posts = [r for r in rig.sent if r.method == "POST"]
+        assert [r.url.path for r in posts] == [f"/v1.0/users/{victim}/reprocessLicenseAssignment"] * 2
+        assert all(r.content == b"" for r in posts)
+        assert rig.sim.counters.endpoint("POST /users/{id}/reprocessLicenseAssignment").writes == 2
+        assert rig.graph.counters.writes == 2
+
+
+async def test_reprocess_maps_a_missing_user_and_refuses_a_bad_id_before_sending(rig: Rig) -> None:
+    with pytest.raises(NotFound, match=MISSING):
+        await rig.graph.reprocess_license_assignment(MISSING)
+    with pytest.raises(InvalidId):
+        await rig.graph.reprocess_license_assignment(f"{MISSING}/assignLicense")
+    assert len(rig.sent) == 1
+
+
+async def test_a_throttled_reprocess_is_not_retried_inside_the_adapter() -> None:
+    async with running(
+        seats_doc(), time_scale=0.02, frozen_clock=False, throttling=ThrottleLimits(app_writes=1)
+    ) as rig:
+        ivan = rig.id("ivan")
+        await rig.graph.reprocess_license_assignment(ivan)
+        with pytest.raises(Throttled) as throttled:
+            await rig.graph.reprocess_license_assignment(ivan)
+        assert throttled.value.retry_after >= 1.0
+        assert rig.attempts("POST /users/{id}/reprocessLicenseAssignment") == 2

@@ -93,10 +93,10 @@ async def _blocked_by(storage: Storage, wave_id: str, codes: frozenset[str]) -> 
 
 async def _chosen(args: argparse.Namespace, ctx: Context, storage: Storage) -> tuple[str, list[str], str]:
     """(wave id or "", user ids, reason) as the arguments name them."""
-    if args.wave is None and args.users is None:
-        raise UsageError("say which users: --wave W --reason CountViolation, or --users")
     if args.reason is not None and args.wave is None:
         raise UsageError("--reason picks users of a wave: add --wave")
+    if args.wave is None and args.users is None:
+        raise UsageError("say which users: --wave W --reason CountViolation, or --users")
     if args.wave is not None and args.reason is None and args.users is None:
         raise UsageError("--wave needs --reason (e.g. CountViolation) or --users")
     codes = error_codes(args.reason) if args.reason is not None else frozenset()
