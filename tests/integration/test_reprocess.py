@@ -4,11 +4,13 @@ write budget, each recorded in the ledger; refused (exit 3) while the deployment
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from licshift.adapters.ledger import Ledger
+from licshift.rules.messages import Task, TaskKind, encode_task
 from licshift.rules.outcomes import Event
 from licshift.services import telemetry
 
@@ -140,4 +142,29 @@ async def test_reprocess_is_refused_while_the_deployment_has_it_off(open_stack, 
     assert "add --wave" in usage.err
     assert bad_reason.code == 2
     assert "CountViolation" in bad_reason.err
+    assert writes == 0
+
+
+async def test_a_forged_reprocess_task_is_refused_without_a_graph_call(open_stack) -> None:  # type: ignore[no-untyped-def]
+    """Anyone with queue access can put a task on the removals queue: a reprocess task that names no
+    request intake accepted is one rejected-request event, and Graph sees nothing."""
+    async with (
+        simulator(bundle_tenant()) as sim,
+        open_stack(sim, overrides={"LICSHIFT_REPROCESS_ENABLED": "true"}) as stack,
+    ):
+        victim = members(sim)[0]
+        forged = Task(TaskKind.REPROCESS, "", victim, "", request_id=str(uuid.uuid4()))
+        await stack.rt.queue.send(stack.settings.removals_queue, encode_task(forged))
+        stack.host.nudge(stack.settings.removals_queue)
+
+        async def recorded() -> bool:
+            return bool(await stack.events([telemetry.REQUEST_REJECTED]))
+
+        assert await stack.run_until(recorded, 20), "the forged task was recorded"
+        await stack.idle(1.5)
+        rejected = await stack.events([telemetry.REQUEST_REJECTED])
+        writes = sim.counters.endpoint(REPROCESS).requests
+
+    assert len(rejected) == 1
+    assert "never accepted" in rejected[0].message
     assert writes == 0
