@@ -22,7 +22,7 @@ from licshift.cli.output import Output, short_id, table
 from licshift.cli.parsing import add_command, seconds
 from licshift.cli.storage import Storage, open_storage
 from licshift.cli.waiting import answer_exit, answer_for, timeout_summary
-from licshift.cli.waves import _answer_options, default_requester, send, users_arg, validated
+from licshift.cli.waves import _answer_options, default_requester, finish, send, users_arg, validated
 from licshift.rules.answers import Answer
 from licshift.rules.decide import BlockReason
 from licshift.rules.fixes import ERROR_FIXES
@@ -240,19 +240,5 @@ def _finish(
 ) -> int:
     result.setdefault("request_ids", [])
     result.setdefault("counts", {})
-    result.update(
-        verdict=answer.verdict.value if answer else None,
-        message=answer.message if answer else "",
-        users=users,
-        summary=summary,
-        exit_code=int(code),
-    )
-    if out.as_json:
-        out.data(result, "")
-        if code is not ExitCode.OK:
-            out.note(summary)
-    elif code in (ExitCode.OK, ExitCode.BLOCKED):
-        print(summary, file=out.out, flush=True)
-    else:
-        out.note(f"licshift: {summary}")
-    return int(code)
+    result["users"] = users
+    return finish(out, result, answer, code, summary)

@@ -378,6 +378,12 @@ def _answer_line(answer: Answer | None, timeout: float, wave_id: str) -> str:
 
 def _finish(out: Output, result: dict[str, Any], answer: Answer | None, code: ExitCode, summary: str) -> int:
     result.setdefault("wave", None)
+    return finish(out, result, answer, code, summary)
+
+
+def finish(out: Output, result: dict[str, Any], answer: Answer | None, code: ExitCode, summary: str) -> int:
+    """A queued command's last word: `result` with the answer, the summary and the exit code as JSON,
+    or the summary line for people (stdout when it went well or blocked, else stderr)."""
     result.update(
         verdict=answer.verdict.value if answer else None,
         message=answer.message if answer else "",
