@@ -14,7 +14,7 @@ from licshift.rules.messages import Task, TaskKind, encode_task
 from licshift.rules.outcomes import Event
 from licshift.services import telemetry
 
-from .conftest import E3, simulator, wait_processing_complete
+from .conftest import E3, OpenStack, simulator, wait_processing_complete
 from .test_cli_process import cli_env, licshift
 
 MEMBERS = 14
@@ -63,7 +63,7 @@ async def reprocess_events(env: dict[str, str], since: datetime) -> list[Event]:
         return [e async for e in ledger.iter_events(since, kinds=kinds)]
 
 
-async def test_reprocess_clears_count_violations_after_seats_are_freed(open_stack, tmp_path: Path) -> None:
+async def test_reprocess_clears_count_violations_after_seats_are_freed(open_stack: OpenStack, tmp_path: Path) -> None:
     overrides = {
         "LICSHIFT_REPROCESS_ENABLED": "true",
         "LICSHIFT_WRITE_RATE_CEILING": str(CEILING),
@@ -121,7 +121,7 @@ async def test_reprocess_clears_count_violations_after_seats_are_freed(open_stac
     assert "outcome" in human.out
 
 
-async def test_reprocess_is_refused_while_the_deployment_has_it_off(open_stack, tmp_path: Path) -> None:
+async def test_reprocess_is_refused_while_the_deployment_has_it_off(open_stack: OpenStack, tmp_path: Path) -> None:
     async with simulator(bundle_tenant()) as sim, open_stack(sim) as stack:
         env = cli_env(stack)
         user = members(sim)[0]
@@ -145,7 +145,7 @@ async def test_reprocess_is_refused_while_the_deployment_has_it_off(open_stack, 
     assert writes == 0
 
 
-async def test_a_forged_reprocess_task_is_refused_without_a_graph_call(open_stack) -> None:  # type: ignore[no-untyped-def]
+async def test_a_forged_reprocess_task_is_refused_without_a_graph_call(open_stack: OpenStack) -> None:
     """Anyone with queue access can put a task on the removals queue: a reprocess task that names no
     request intake accepted is one rejected-request event, and Graph sees nothing."""
     async with (
