@@ -15,6 +15,7 @@ import concurrent.futures
 import contextlib
 import json
 import logging
+import signal
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -444,12 +445,17 @@ def serve(
         sim = await Simulator.start(scenario, host=host, port=port, time_scale=time_scale, throttling=throttling)
         announce(f"graphsim: tenant '{sim.scenario.name}' ({len(sim.tenant.users)} users) at {sim.base_url}")
         announce(f"graphsim: admin at {sim.admin_url} (oracle, counters, faults, legacy, clock, events)")
+        stopped = asyncio.Event()
+        # Handlers of our own, not Python's default: a shell starts background jobs with SIGINT
+        # ignored, and `kill` and process managers send SIGTERM; both must still stop the server.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):  # Windows: Ctrl+C raises KeyboardInterrupt
+                asyncio.get_running_loop().add_signal_handler(sig, stopped.set)
         try:
-            await asyncio.Event().wait()
+            await stopped.wait()
         finally:
             await sim.stop()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
-    except KeyboardInterrupt:
-        announce("graphsim: stopped")
+    announce("graphsim: stopped")

@@ -141,7 +141,13 @@ async def test_batch(sim_start: SimStarter, sim_http: httpx.AsyncClient) -> None
     assert (await sim_http.post(f"{sim.base_url}/$batch", json=duplicate)).status_code == 400
 
 
-def test_python_m_graphsim_serve_runs_until_interrupted(tmp_path: object) -> None:
+def _as_a_background_job() -> None:
+    """What a shell does to a job started with `&`: SIGINT ignored, inherited across exec."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_python_m_graphsim_serve_runs_until_interrupted(stop_signal: signal.Signals) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -152,6 +158,7 @@ def test_python_m_graphsim_serve_runs_until_interrupted(tmp_path: object) -> Non
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
+        preexec_fn=_as_a_background_job,
     )
     try:
         assert process.stdout is not None
@@ -159,7 +166,7 @@ def test_python_m_graphsim_serve_runs_until_interrupted(tmp_path: object) -> Non
         assert f"http://127.0.0.1:{port}/v1.0" in first
         assert httpx.get(f"http://127.0.0.1:{port}/v1.0/users?$select=id").json()["value"]
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop_signal)
         process.wait(timeout=20)
     assert process.returncode == 0
     assert port_is_free(port)
