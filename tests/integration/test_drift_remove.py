@@ -58,6 +58,8 @@ async def test_drift_is_removed_again_by_a_follow_up_wave_of_exactly_those_users
         use_stack_settings(monkeypatch, stack)
         code = await asyncio.to_thread(run, ["drift", "--json", "--all"])
         listed = json.loads(capsys.readouterr().out)
+        await asyncio.to_thread(run, ["status", follow_id])
+        status_text = capsys.readouterr().out
         losses = graph_losses(sim)
 
     assert sorted(follow.users) == returned
@@ -83,6 +85,8 @@ async def test_drift_is_removed_again_by_a_follow_up_wave_of_exactly_those_users
     assert code == 0
     assert (listed["open"], listed["cleared"]) == (0, 2)
     assert {d["follow_up_wave"] for d in listed["drift"]} == {follow_id}
+    assert "requested by drift-watch" in status_text
+    assert "drift-remove" in status_text, "the timeline says why the wave was started"
 
 
 async def test_with_the_setting_off_drift_is_only_reported(open_stack: OpenStack) -> None:

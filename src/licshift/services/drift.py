@@ -172,8 +172,8 @@ def _data(state: DriftState) -> dict[str, str]:
     return {"upn": state.user_principal_name, "group": state.group_name, "sku": state.sku_name}
 
 
-def _next_step(rt: Runtime, group: str) -> str:
-    if rt.settings.drift_remove:
+def _next_step(rt: Runtime, group: str, *, held: bool = False) -> str:
+    if rt.settings.drift_remove and not held:
         return "fix the script; meanwhile licshift removes it again with a follow-up wave (LICSHIFT_DRIFT_REMOVE)"
     return f"fix the script, then start a new wave on {group}"
 
@@ -186,7 +186,7 @@ async def _emit(rt: Runtime, report: DriftReport, now: datetime) -> None:
             Event(
                 kind=telemetry.DRIFT,
                 message=f"user {user} has a direct license of {sku} again after wave {state.wave_id} removed it "
-                f"(a legacy script?); {_next_step(rt, state.group_name or state.group_id)}",
+                f"(a legacy script?); {_next_step(rt, state.group_name or state.group_id, held=bool(state.held))}",
                 severity=Severity.WARNING,
                 wave_id=state.wave_id,
                 user_id=state.user_id,
