@@ -306,6 +306,9 @@ def test_main_parameters_map_azd_variables_to_declared_parameters() -> None:
     assert set(_decorator(declared["principalType"], "allowed")) == {"User", "ServicePrincipal", "Group"}
     required = {name for name, param in declared.items() if param.get("default") is None}
     assert required <= set(parameters), f"azd cannot supply {required - set(parameters)}"
+    # Opt-in behaviour an admin switches on with `azd env set`, off unless set.
+    assert parameters["driftRemove"]["value"] == "${LICSHIFT_DRIFT_REMOVE=false}"
+    assert declared["driftRemove"]["default"] is False
 
 
 def test_outputs_azd_and_the_admin_need() -> None:
