@@ -131,3 +131,25 @@ async def test_a_license_that_keeps_coming_back_is_held_with_an_alert(open_stack
     assert state.held
     assert state.auto_removals == 1
     assert holds_directly(sim, returned[0])
+
+
+async def test_a_follow_up_larger_than_a_canary_needs_a_clean_canary_like_any_wave(open_stack: OpenStack) -> None:
+    # The first wave was forced over the whole group: it proves no canary, so intake refuses a follow-up
+    # of more than LICSHIFT_CANARY_MAX_USERS users, and the refusal is recorded instead of a wave.
+    overrides = {**ON, "LICSHIFT_CANARY_MAX_USERS": "2"}
+    async with simulator(small_tenant(4)) as sim, open_stack(sim, overrides=overrides) as stack:
+        _, returned = await migrated_then_readded(stack, sim, 3)
+        found = await stack.run_drift()
+        waves = await stack.rt.ledger.list_waves()
+        events = await stack.events([DRIFT_REMOVE])
+        states = [s async for s in stack.rt.ledger.iter_drift()]
+
+    assert found.removal is not None
+    assert found.removal.started == {}
+    assert len(waves) == 1
+    [refused] = events
+    assert refused.data["users"] == 3
+    assert "canary" in refused.data["refused"]
+    assert sorted(s.user_id for s in states) == returned
+    assert {s.auto_removals for s in states} == {0}, "a refused start is no re-removal"
+    assert all(holds_directly(sim, u) for u in returned)
