@@ -166,6 +166,7 @@ from licshift.functions import runtime
 from licshift.settings import Settings  # noqa: E402
 
 built = runtime.build(Settings.from_env(dict(__import__("os").environ)))
+built.queue.adapter()  # the queue client, which the app builds on its first send
 
 async def close() -> None:
     for adapter in (built.graph, built.ledger, built.queue):

@@ -70,3 +70,48 @@ def test_every_deployed_module_imports_without_local_tooling() -> None:
     modules = _cold_import("all")
     assert "licshift.adapters.graph" in modules
     assert [m for m in modules if m.split(".")[0] in NOT_DEPLOYED] == []
+
+
+# What the worker has loaded before it imports the app (azure.functions), then what importing the app and
+# building the runtime add. Module sets, not timings: a heavy SDK creeping back into the cold path fails
+# here on any machine (bench/coldstart.py measures what it costs).
+_ADDED = """
+import json, sys
+import azure.functions
+before = set(sys.modules)
+import function_app
+app = set(sys.modules) - before
+from licshift.functions import runtime
+from licshift.settings import Settings
+rt = runtime.build(Settings.from_env({"LicshiftStorage": "UseDevelopmentStorage=true",
+                                      "LICSHIFT_GRAPH_ENDPOINT": "http://127.0.0.1:5/v1.0"}))
+built = set(sys.modules)
+rt.queue.adapter()
+print(json.dumps({"app": sorted(app), "built": sorted(built), "sent": sorted(set(sys.modules) - built)}))
+"""
+
+
+def _added() -> dict[str, list[str]]:
+    done = subprocess.run(
+        [sys.executable, "-c", _ADDED], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    added: dict[str, list[str]] = json.loads(done.stdout)
+    return added
+
+
+def test_importing_function_app_adds_only_licshift_and_the_standard_library() -> None:
+    """Every SDK (Graph, storage, identity, aiohttp, OpenTelemetry) waits for the first invocation."""
+    added = _added()["app"]
+    assert "licshift.functions.remover" in added, "the probe did not import the app"
+    foreign = [m for m in added if m.split(".")[0] not in {"licshift", "function_app"} | set(sys.stdlib_module_names)]
+    assert foreign == [], "imported when function_app is imported, not on first use"
+
+
+def test_the_runtime_builds_the_queue_client_on_the_first_send_only() -> None:
+    """A removal reads the ledger and Graph; it sends no message unless throttled, so the queue SDK
+    (with its sync transport and crypto) is no part of its cold start."""
+    added = _added()
+    assert {"msgraph", "azure.data.tables.aio"} <= set(added["built"])
+    assert not [m for m in added["built"] if m.startswith("azure.storage.queue")]
+    assert "azure.storage.queue.aio" in added["sent"]
