@@ -343,7 +343,17 @@ SPECS: tuple[Spec, ...] = (
         "kill_switch",
         False,
         _flag,
-        "`true` stops every removal at once (the control table's switch does the same at run time).",
+        "`true` stops every removal at once (the control table's switch does the same at run time, within "
+        "LICSHIFT_STATE_CACHE_SECONDS).",
+    ),
+    Spec(
+        "LICSHIFT_STATE_CACHE_SECONDS",
+        "state_cache_seconds",
+        2.0,
+        _number(0, 5),
+        "How old (0 to 5 s) the wave and kill-switch state a removal checks may be: the removals on one instance "
+        "share one read per this span, so a pause, cancel or the control table's kill switch stops removals "
+        "within it plus the removal in flight; 0 reads them for every check.",
     ),
     Spec(
         "LICSHIFT_SETTLE_HOURS",
@@ -412,6 +422,7 @@ class Settings:
     processing_timeout_minutes: float = _default("processing_timeout_minutes")
     failure_halt_threshold: int = _default("failure_halt_threshold")
     kill_switch: bool = _default("kill_switch")
+    state_cache_seconds: float = _default("state_cache_seconds")
     settle_hours: float = _default("settle_hours")
     settle_action: SettleAction = field(default=_default("settle_action"))
     settle_schedule: str = _default("settle_schedule")

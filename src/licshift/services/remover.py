@@ -191,9 +191,13 @@ async def _save(rt: Runtime, row: Outcome, etag: str) -> str | None:
 
 
 async def _state(rt: Runtime, task: Task) -> tuple[Wave | None, bool]:
-    """The task's wave and whether a kill switch is on: the control row's or LICSHIFT_KILL_SWITCH."""
-    wave, control = await asyncio.gather(rt.ledger.get_wave(task.wave_id), rt.ledger.get_control())
-    return (wave.value if wave else None), control.value.kill_switch or rt.settings.kill_switch
+    """The task's wave and whether a kill switch is on: the control row's or LICSHIFT_KILL_SWITCH. The
+    rows are at most LICSHIFT_STATE_CACHE_SECONDS old, shared by this process's removals (stopreads.py)."""
+    max_age = timedelta(seconds=rt.settings.state_cache_seconds)
+    wave, control = await asyncio.gather(
+        rt.stops.wave(rt.ledger, task.wave_id, rt.now, max_age), rt.stops.control(rt.ledger, rt.now, max_age)
+    )
+    return wave, control.kill_switch or rt.settings.kill_switch
 
 
 async def _row(rt: Runtime, task: Task) -> Versioned[Outcome] | None:
@@ -582,6 +586,7 @@ async def _restore_now(rt: Runtime, row: Outcome, current: UserLicenses) -> _Res
 async def halt_wave(rt: Runtime, wave_id: str, reason: str) -> None:
     """Halt the wave after a loss (S3): an alert, recorded once however many workers find losses."""
     await transitions.transition(rt.ledger, wave_id, WaveEvent.LOSS_DETECTED, reason, rt.now, actor=ACTOR)
+    rt.stops.forget(wave_id)
 
 
 # --- restores ------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from licshift.ports.graph import LicenseGraph
 from licshift.ports.store import LedgerStore, WorkQueue
 from licshift.services.groups import GroupStates
 from licshift.services.skus import SkuCatalog
+from licshift.services.stopreads import StopReads
 from licshift.settings import Settings
 
 
@@ -30,6 +31,8 @@ class Runtime:
     clock: Callable[[], datetime] = utc_now
     skus: SkuCatalog = field(default_factory=SkuCatalog)
     groups: GroupStates = field(default_factory=GroupStates)
+    stops: StopReads = field(default_factory=StopReads)
+    """The wave and control rows the remover checks, shared for LICSHIFT_STATE_CACHE_SECONDS."""
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     """This process's runtime, e.g. as the holder of the tick lease (lease.py)."""
 
