@@ -353,7 +353,7 @@ SPECS: tuple[Spec, ...] = (
         _number(0, 5),
         "How old (0 to 5 s) the wave and kill-switch state a removal checks may be: the removals on one instance "
         "share one read per this span, so a pause, cancel or the control table's kill switch stops removals "
-        "within it plus the removal in flight; 0 reads them for every check.",
+        "within it plus the removals already in flight; 0 reads them for every check.",
     ),
     Spec(
         "LICSHIFT_SETTLE_HOURS",
