@@ -70,6 +70,7 @@ bench: setup
 	$(BIN)/python bench/pipeline_bench.py
 	$(BIN)/python bench/report_bench.py
 	$(BIN)/python bench/tick_bench.py
+	$(BIN)/python bench/table_trips_bench.py
 
 # Long runs (real time, Graph's real quota): about 12 and 8 minutes. Run them in the background.
 bench-quota: setup

@@ -76,6 +76,12 @@ def _peak_rss_mb():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError("no VmHWM in /proc/self/status")
+# Azurite's well-known development key; port 9 (discard): the cases build the ledger, never call it.
+_STORAGE = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey="
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+    "QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;TableEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+)
 def _report(**extra):
     out = {
         "since_spawn_s": time.time() - _SPAWNED,
@@ -137,13 +143,8 @@ import function_app
 from licshift.functions import runtime
 from licshift.settings import Settings
 base_url, user_id = sys.argv[2], sys.argv[3]
-storage = (
-    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey="
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
-    "QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;TableEndpoint=http://127.0.0.1:9/devstoreaccount1;"
-)
 async def main():
-    rt = runtime.build(Settings.from_env({"LicshiftStorage": storage, "LICSHIFT_GRAPH_ENDPOINT": base_url}))
+    rt = runtime.build(Settings.from_env({"LicshiftStorage": _STORAGE, "LICSHIFT_GRAPH_ENDPOINT": base_url}))
     user = await rt.graph.user_licenses(user_id)
     await rt.graph.aclose()
     return len(user.states)
@@ -159,14 +160,9 @@ from licshift.functions import runtime
 from licshift.settings import Settings
 _W1 = time.perf_counter()
 base_url, user_id = sys.argv[2], sys.argv[3]
-storage = (
-    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey="
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
-    "QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;TableEndpoint=http://127.0.0.1:9/devstoreaccount1;"
-)
 async def main():
     t = time.perf_counter()
-    rt = runtime.build(Settings.from_env({"LicshiftStorage": storage, "LICSHIFT_GRAPH_ENDPOINT": base_url}))
+    rt = runtime.build(Settings.from_env({"LicshiftStorage": _STORAGE, "LICSHIFT_GRAPH_ENDPOINT": base_url}))
     built = time.perf_counter()
     user = await rt.graph.user_licenses(user_id)
     answered = time.perf_counter()
@@ -185,9 +181,8 @@ import function_app
 from licshift.functions import runtime
 from licshift.settings import Settings
 base_url, user_id = sys.argv[2], sys.argv[3]
-storage = "UseDevelopmentStorage=true"
 async def main():
-    rt = runtime.build(Settings.from_env({"LicshiftStorage": storage, "LICSHIFT_GRAPH_ENDPOINT": base_url}))
+    rt = runtime.build(Settings.from_env({"LicshiftStorage": _STORAGE, "LICSHIFT_GRAPH_ENDPOINT": base_url}))
     await rt.graph.user_licenses(user_id)
     await rt.graph.aclose()
     t = time.perf_counter()
