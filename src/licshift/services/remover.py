@@ -585,8 +585,10 @@ async def _restore_now(rt: Runtime, row: Outcome, current: UserLicenses) -> _Res
 
 async def halt_wave(rt: Runtime, wave_id: str, reason: str) -> None:
     """Halt the wave after a loss (S3): an alert, recorded once however many workers find losses."""
-    await transitions.transition(rt.ledger, wave_id, WaveEvent.LOSS_DETECTED, reason, rt.now, actor=ACTOR)
-    rt.stops.forget(wave_id)
+    try:
+        await transitions.transition(rt.ledger, wave_id, WaveEvent.LOSS_DETECTED, reason, rt.now, actor=ACTOR)
+    finally:
+        rt.stops.forget(wave_id)  # this instance's next check sees the halt at once
 
 
 # --- restores ------------------------------------------------------------------------------------
