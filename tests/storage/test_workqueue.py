@@ -15,6 +15,7 @@ from licshift.adapters.queues import (
     check_queue_name,
     delay_to_visibility,
 )
+from licshift.functions.runtime import QueueOnFirstUse
 from licshift.ports.store import WorkQueue as WorkQueuePort
 from licshift.settings import Settings, SettingsError
 from licshift_local.host_queues import HostQueues, MessageGone
@@ -146,3 +147,22 @@ async def test_release_and_poison_copy_keep_the_original_text(work_queue: HostQu
     await work_queue.move_to_poison(second)
     assert await work_queue.receive(queue) == []
     assert await work_queue.peek_texts(f"{queue}-poison") == [second.text]
+
+
+async def test_the_function_apps_queue_is_built_on_the_first_send_and_sends_like_the_adapter(
+    storage_connection_string: str, work_queue: HostQueues
+) -> None:
+    """runtime.build leaves the queue SDK for the first message (cold start); that message then goes
+    out base64-encoded on the settings' queue, as StorageQueues sends it, and aclose releases it."""
+    settings = Settings.from_env(
+        {
+            "LicshiftStorage": storage_connection_string,
+            "LICSHIFT_WAVES_QUEUE": work_queue.waves_queue,
+            "LICSHIFT_REMOVALS_QUEUE": work_queue.removals_queue,
+        }
+    )
+    queue = QueueOnFirstUse(settings)
+    await queue.aclose()  # nothing built yet: nothing to close
+    await queue.send(settings.removals_queue, '{"kind": "remove"}', delay_seconds=0)
+    assert await receive_within(work_queue, work_queue.removals_queue, 5) == ['{"kind": "remove"}']
+    await queue.aclose()
