@@ -18,7 +18,8 @@ What each case measures (wall = seconds, RSS = the child's peak resident set, Vm
 - first_answer_worker: the same, fairly to the Functions worker, which has `azure.functions` (and
                      grpc) loaded before it imports the app: `azure.functions` is imported before the
                      clock starts, and `answer_s` runs from there to the first Graph answer, split into
-                     `import_s` (function_app), `build_s` (runtime.build) and `first_call_s`;
+                     `import_s` (function_app and the services the removals trigger imports on its
+                     first call), `build_s` (runtime.build) and `first_call_s`;
                      `answer_cpu_s` is the CPU time of the same span (less sensitive to other jobs).
 - first_answer_worker_monitored: the same with azure.monitor.opentelemetry imported before the clock
                      too, as by a worker that set up Azure Monitor (PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY)
@@ -156,6 +157,7 @@ import asyncio
 import azure.functions
 _W0, _C0 = time.perf_counter(), time.process_time()
 import function_app
+import licshift.services.quota, licshift.services.remover  # what the removals trigger's first call imports
 from licshift.functions import runtime
 from licshift.settings import Settings
 _W1 = time.perf_counter()
