@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from graphsim.faults import FaultRule
 from licshift.adapters.ledger import Ledger
 from licshift.rules.messages import Task, TaskKind, encode_task
 from licshift.rules.outcomes import Event
@@ -24,13 +25,13 @@ WINDOW = 2.0
 REPROCESS = "POST /users/{id}/reprocessLicenseAssignment"
 
 
-def bundle_tenant() -> dict[str, Any]:
+def bundle_tenant(members: int = MEMBERS, ems_seats: int = EMS_SEATS) -> dict[str, Any]:
     """14 users with E3 directly, all in "Bundle", which assigns E3 and EMS; EMS has 4 seats, so 10
     members are in CountViolation on both of the group's SKUs and block at the wave."""
     return {
         "name": "seats",
-        "skus": [{"catalog": E3, "seats": MEMBERS + 10}, {"catalog": "EMS", "seats": EMS_SEATS}],
-        "users": [{"generate": {"count": MEMBERS, "prefix": "user", "name": "pop", "direct": [{"sku": E3}]}}],
+        "skus": [{"catalog": E3, "seats": members + 10}, {"catalog": "EMS", "seats": ems_seats}],
+        "users": [{"generate": {"count": members, "prefix": "user", "name": "pop", "direct": [{"sku": E3}]}}],
         "groups": [
             {
                 "key": "bundle",
@@ -89,6 +90,7 @@ async def test_reprocess_clears_count_violations_after_seats_are_freed(open_stac
         after = {u: license_errors(sim, u) for u in blocked}
         events = await reprocess_events(env, started)
         human = await licshift(env, "reprocess", "--users", sim.tenant.user(blocked[0]).upn, cwd=tmp_path)
+        page = await licshift(env, "report", wave_id[:8], "--format", "html", cwd=tmp_path)
 
     assert wave.code == 4, str(wave)
     assert wave.json()["wave"]["counters"]["blocked"] == len(blocked) == MEMBERS - EMS_SEATS
@@ -116,9 +118,49 @@ async def test_reprocess_clears_count_violations_after_seats_are_freed(open_stac
     accepted = [e for e in events if e.kind == telemetry.REPROCESS_ACCEPTED]
     assert len(accepted) >= 2, "users beyond the first slots went on as a continuation"
     assert sum(e.data["sent"] for e in accepted) == len(blocked)
+    assert page.code == 0, str(page)
+    assert "reprocess accepted" in page.out, "the wave's report timeline shows the reprocessing"
     assert human.code == 0, str(human)
     assert "reprocessed 1 user(s): 1 reprocessed" in human.out
     assert "outcome" in human.out
+
+
+async def test_a_throttled_reprocess_waits_for_retry_after_and_then_clears(
+    open_stack: OpenStack, tmp_path: Path
+) -> None:
+    retry_after = 3
+    async with (
+        simulator(bundle_tenant(6, 2)) as sim,
+        open_stack(sim, overrides={"LICSHIFT_REPROCESS_ENABLED": "true"}) as stack,
+    ):
+        env = cli_env(stack)
+        await wait_processing_complete(sim, sim.scenario.id("bundle"))
+        argv = ["wave", "start", "--group", "Bundle", "--sku", E3, "--first", "6", "--wait", "--json"]
+        wave = await licshift(env, *argv, cwd=tmp_path)
+        blocked = [u for u in members(sim) if license_errors(sim, u)]
+        sim.tenant.set_seats("EMS", 6)
+        storm = FaultRule.storm(retry_after, kind="write", count=2, path_contains="reprocessLicenseAssignment")
+        sim.faults.add(storm)
+        sim.counters.reset()
+        started = datetime.now().astimezone()
+        argv = ["reprocess", "--wave", wave.json()["wave_id"], "--reason", "CountViolation", "--json"]
+        ran = await licshift(env, *argv, cwd=tmp_path)
+        log = [r for r in sim.counters.log if r.endpoint == REPROCESS]
+        events = await reprocess_events(env, started)
+        throttled = [e for e in await stack.events([telemetry.THROTTLED]) if e.actor == "reprocess"]
+
+    assert wave.code == 4, str(wave)
+    assert ran.code == 0, str(ran)
+    assert ran.json()["counts"] == {"cleared": len(blocked)}
+    assert len(throttled) == 2
+    assert all(e.data["retry_after"] == retry_after for e in throttled)
+    for user in {e.user_id for e in throttled}:
+        calls = [r for r in log if user in r.path]
+        assert [r.status for r in calls] == [429, 200], "no hot retry; one write once Graph allowed it"
+        gap = (calls[1].at - calls[0].at).total_seconds()
+        assert gap >= retry_after - 0.1, f"called again {gap:.2f} s after a {retry_after} s Retry-After"
+    assert sorted(r.path.split("/")[-2] for r in log if r.write) == sorted(blocked)
+    assert len([e for e in events if e.kind == telemetry.REPROCESSED]) == len(blocked)
 
 
 async def test_reprocess_is_refused_while_the_deployment_has_it_off(open_stack: OpenStack, tmp_path: Path) -> None:

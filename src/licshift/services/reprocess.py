@@ -42,10 +42,11 @@ NO_ERROR = "reprocessed"
 """Reprocessed; no license error before or after."""
 STILL_IN_ERROR = "still-in-error"
 """A license error shows after the call (seats still short, or Entra still processing)."""
+UNCONFIRMED = "unconfirmed"
+"""Reprocessed, but the read after the call failed: whether the error cleared is not known."""
 USER_NOT_FOUND = "user-not-found"
 NOT_ATTEMPTED = "not-attempted"
 FAILED = "failed"
-OUTCOMES = (CLEARED, NO_ERROR, STILL_IN_ERROR, USER_NOT_FOUND, NOT_ATTEMPTED, FAILED)
 GOOD_OUTCOMES = frozenset({CLEARED, NO_ERROR})
 
 
@@ -182,7 +183,7 @@ def license_errors(user: UserLicenses | None) -> list[str]:
 
 def _outcome(before: UserLicenses, after: UserLicenses | None) -> str:
     if after is None:
-        return NO_ERROR if not license_errors(before) else STILL_IN_ERROR
+        return NO_ERROR if not license_errors(before) else UNCONFIRMED
     if license_errors(after):
         return STILL_IN_ERROR
     return CLEARED if license_errors(before) else NO_ERROR
@@ -192,6 +193,7 @@ _SAYS = {
     CLEARED: "license errors cleared",
     NO_ERROR: "reprocessed (no license error before or after)",
     STILL_IN_ERROR: "reprocessed; a license error still shows (seats still short, or Entra still processing)",
+    UNCONFIRMED: "reprocessed; not read again (Graph failed), check with `licshift check`",
 }
 
 
@@ -222,7 +224,7 @@ async def _record(
             "user_principal_name": upn,
             "errors_before": errors_before,
             "errors_after": errors_after,
-            "wrote": outcome in (CLEARED, NO_ERROR, STILL_IN_ERROR),
+            "wrote": outcome in (CLEARED, NO_ERROR, STILL_IN_ERROR, UNCONFIRMED),
         },
     )
     await telemetry.emit(rt.ledger, event, rt.now())
