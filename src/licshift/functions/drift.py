@@ -1,4 +1,5 @@
-"""drift_watch: the drift timer (report only; see licshift.services.drift for why)."""
+"""drift_watch: the drift timer (drift as current state, and follow-up waves with LICSHIFT_DRIFT_REMOVE;
+see licshift.services.drift)."""
 
 from __future__ import annotations
 
