@@ -5,9 +5,16 @@ production tick (60 s).
 
   .venv/bin/python bench/quota_bench.py                       # make bench-quota: 10,000 users
   .venv/bin/python bench/quota_bench.py --users 6000 --storm 200:30 --name recovery
+  .venv/bin/python bench/quota_bench.py --users 100000 --time-scale 0.1 --name wave-100k
 
 `--storm START:SECONDS` answers every write with 429 (Retry-After 10 s) from START seconds after the
-first removal, for SECONDS: the recovery run. The simulator runs in its own process (so the host's
+first removal, for SECONDS: the recovery run.
+
+`--time-scale 0.1` runs the simulator's clock 10x faster (Graph's windows: 3,000 writes per 15 real
+seconds) and, in this bench only, licshift's model of the quota, its ceiling, its floor and the tick
+to match: a 100,000-user wave in real minutes. `--stop-after S` ends the run S simulator seconds
+after the first removal, for waves longer than the machine has time for. Seconds in the record are
+real; shares of the quota are of the (scaled) quota. The simulator runs in its own process (so the host's
 peak RSS is licshift's alone) and logs every write it admits or refuses by the quota; from that log:
 
 - share of the quota over the removal phase (first to last write), and in steady state (from one
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
 import multiprocessing as mp
 import os
@@ -33,14 +41,15 @@ import shutil
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from licshift.rules.pacing import window_counts
-from licshift.services import scheduler
+from licshift.rules.pacing import PacingLimits, Quota, window_counts
+from licshift.services import quota, scheduler
 from licshift_local.azurite import Azurite
 from licshift_local.stack import LocalStack, StackOptions
 
@@ -51,15 +60,16 @@ RESULTS = Path(__file__).parent / "results"
 # --- the simulator, in its own process ----------------------------------------------------------
 
 
-def _serve(users: int, log_path: str, ready: Any, stop: Any) -> None:
-    asyncio.run(_serve_async(users, log_path, ready, stop))
+def _serve(users: int, log_path: str, ready: Any, stop: Any, time_scale: float = 1.0) -> None:
+    asyncio.run(_serve_async(users, log_path, ready, stop, time_scale))
 
 
-async def _serve_async(users: int, log_path: str, ready: Any, stop: Any) -> None:
+async def _serve_async(users: int, log_path: str, ready: Any, stop: Any, time_scale: float) -> None:
     from graphsim import Simulator, ThrottleLimits, load_scenario
     from graphsim.throttle import Rejection
 
-    sim = await Simulator.start(load_scenario("large", users=users), port=0, throttling=ThrottleLimits())
+    scenario = load_scenario("large", users=users)
+    sim = await Simulator.start(scenario, port=0, time_scale=time_scale, throttling=ThrottleLimits())
     admitted: list[float] = []
     refused: list[float] = []
     admit = sim.throttle.admit
@@ -89,21 +99,24 @@ def rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def recovery_seconds(times: list[float], storm_end: float, *, sustained: float = 0.0) -> float | None:
+def recovery_seconds(
+    times: list[float], storm_end: float, *, sustained: float = 0.0, scale: float = 1.0
+) -> float | None:
     """Seconds from the storm's end until the writes of a moving 30 s are at >= 0.9 of the quota's
-    pace, and (with `sustained`) stay there for that many seconds (or until the wave's end)."""
-    span, target = 30.0, 0.9 * QUOTA / WINDOW * 30.0
-    last = max(times, default=storm_end) - span
+    pace, and (with `sustained`) stay there for that many seconds (or until the wave's end).
+    Seconds of the simulator's clock: real seconds / `scale`."""
+    span, target = 30.0 * scale, 0.9 * QUOTA / WINDOW * 30.0
     ordered = sorted(times)
+    last = (ordered[-1] if ordered else storm_end) - span
 
     def ok(t: float) -> bool:
-        return sum(1 for x in ordered if t <= x < t + span) >= target
+        return bisect.bisect_left(ordered, t + span) - bisect.bisect_left(ordered, t) >= target
 
     t = storm_end
     while t <= last:
-        if ok(t) and all(ok(u) for u in _steps(t, min(t + sustained, last), 5.0)):
-            return round(t + span - storm_end, 1)
-        t += 1.0
+        if ok(t) and all(ok(u) for u in _steps(t, min(t + sustained * scale, last), 5.0 * scale)):
+            return round((t + span - storm_end) / scale, 1)
+        t += scale
     return None
 
 
@@ -111,16 +124,68 @@ def _steps(start: float, end: float, step: float) -> list[float]:
     return [start + i * step for i in range(int((end - start) / step) + 1)]
 
 
-async def run(users: int, tick: int, storm: tuple[float, float] | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Options:
+    users: int = 10_000
+    tick: int = 60
+    """The scheduler's tick in the simulator's seconds (production: 60)."""
+    storm: tuple[float, float] | None = None
+    """(start after the first removal, duration), simulator seconds."""
+    time_scale: float = 1.0
+    """Real seconds per simulator second: 0.1 runs Graph's clock, its windows and the tick 10x faster."""
+    stop_after: float | None = None
+    """Stop this many simulator seconds after the first removal (a wave too long for the machine)."""
+
+    @property
+    def window(self) -> float:
+        """Graph's 150 s write window, in real seconds."""
+        return WINDOW * self.time_scale
+
+    @property
+    def real_tick(self) -> int:
+        real = self.tick * self.time_scale
+        if real < 1 or abs(real - round(real)) > 1e-9:
+            raise SystemExit(f"--tick x --time-scale must be a whole number of seconds >= 1, got {real:g}")
+        return round(real)
+
+
+def scaled_limits(scale: float) -> Any:
+    """licshift's model of Graph's quota on the simulator's compressed clock: the same writes per
+    window, the windows, the ceiling and the floor scaled like Graph's (the bench's mode only)."""
+    original = quota.limits
+
+    def limits(settings: Any) -> PacingLimits:
+        lim = original(settings)
+        q = lim.quota
+        scaled = Quota(q.writes, q.window * scale, q.tenant_writes, q.tenant_window * scale)
+        return replace(lim, quota=scaled, ceiling=lim.ceiling / scale, floor=lim.floor / scale)
+
+    return limits
+
+
+@dataclass
+class Progress:
+    """What the bench watches while the host runs: phases of the wave, the storm's injection."""
+
+    first_seen: dict[str, float] = field(default_factory=dict)
+    """Wave status -> when the bench first saw it."""
+    first_removal: float | None = None
+    storm_window: tuple[float, float] | None = None
+    storm_cleared: bool = False
+    stopped_early: bool = False
+
+
+async def run(opts: Options) -> dict[str, Any]:
     azurite = await asyncio.to_thread(Azurite.start, in_memory=True)
     connection, where = azurite.connection_string, Path(tempfile.mkdtemp(prefix="licshift-bench-"))
     ctx = mp.get_context("spawn")
     ready, stop = ctx.Queue(), ctx.Event()
     log_path = str(where / "writes.json")
-    sim_proc = ctx.Process(target=_serve, args=(users, log_path, ready, stop), daemon=True)
+    args = (opts.users, log_path, ready, stop, opts.time_scale)
+    sim_proc = ctx.Process(target=_serve, args=args, daemon=True)
     sim_proc.start()
     ticks: list[dict[str, float]] = []
-    original_tick = scheduler.tick
+    original_tick, original_limits = scheduler.tick, quota.limits
 
     async def timed_tick(rt: Any, *, past_due: bool = False) -> Any:
         wall, cpu = time.monotonic(), time.process_time()
@@ -137,43 +202,23 @@ async def run(users: int, tick: int, storm: tuple[float, float] | None) -> dict[
         return report
 
     scheduler.tick = timed_tick
+    if opts.time_scale != 1.0:
+        quota.limits = scaled_limits(opts.time_scale)
+    progress = Progress()
     try:
-        base_url = await asyncio.to_thread(ready.get, True, 120)
+        base_url = await asyncio.to_thread(ready.get, True, 300)
         async with httpx.AsyncClient() as http:
             scenario = (await http.get(base_url.replace("/v1.0", "/_sim/scenario"))).json()
         group, skus = scenario["waves"][0]["group"], scenario["waves"][0]["skus"]
-        options = StackOptions(tick_seconds=tick, namespace=f"q{uuid.uuid4().hex[:8]}")
+        options = StackOptions(tick_seconds=opts.real_tick, namespace=f"q{uuid.uuid4().hex[:8]}")
         started = time.time()
         async with LocalStack(base_url, connection, options) as stack:
-            wave_id = await stack.enqueue(
-                {
-                    "command": "start",
-                    "group": group,
-                    "skus": skus,
-                    "selection": {"kind": "all"},
-                    "requested_by": "bench@licshift.local",
-                    "force": True,
-                }
-            )
-            storm_window: tuple[float, float] | None = None
-            first_removal: list[float] = []
-            storm_cleared: list[bool] = []
+            command = {"command": "start", "group": group, "skus": skus, "selection": {"kind": "all"}}
+            wave_id = await stack.enqueue({**command, "requested_by": "bench@licshift.local", "force": True})
 
             async def finished() -> bool:
-                nonlocal storm_window
                 wave = await stack.get_wave(wave_id)
-                if wave is not None and wave.counters.enqueued + wave.counters.removed > 0 and not first_removal:
-                    first_removal.append(time.time())
-                if storm and first_removal and storm_window is None and time.time() >= first_removal[0] + storm[0]:
-                    rule = {"kind": "write", "status": 429, "retry_after": 10, "name": "bench-storm"}
-                    async with httpx.AsyncClient() as http:
-                        await http.post(base_url.replace("/v1.0", "/_sim/faults"), json={"add": [rule]})
-                    storm_window = (time.time(), time.time() + storm[1])
-                if storm_window and time.time() >= storm_window[1] and not storm_cleared:
-                    storm_cleared.append(True)
-                    async with httpx.AsyncClient() as http:
-                        await http.post(base_url.replace("/v1.0", "/_sim/faults"), json={"clear": True})
-                return wave is not None and wave.status.value in ("completed", "halted", "cancelled")
+                return await _watch(opts, progress, base_url, wave)
 
             await stack.run_until(finished, timeout=24 * 3600)
             wave = await stack.get_wave(wave_id)
@@ -182,18 +227,61 @@ async def run(users: int, tick: int, storm: tuple[float, float] | None) -> dict[
                 sim_counters = (await http.get(base_url.replace("/v1.0", "/_sim/counters"))).json()
         elapsed = time.time() - started
     finally:
-        scheduler.tick = original_tick
+        scheduler.tick, quota.limits = original_tick, original_limits
         stop.set()
         sim_proc.join(60)
         azurite.stop()
     log = json.loads(await asyncio.to_thread(Path(log_path).read_text))
     shutil.rmtree(where, ignore_errors=True)
-    return summarise(users, tick, storm_window, wave, adapter, sim_counters, log, ticks, elapsed)
+    record = summarise(opts, progress.storm_window, wave, adapter, sim_counters, log, ticks, elapsed)
+    return {**record, **_phases(opts, progress, wave)}
+
+
+async def _watch(opts: Options, progress: Progress, base_url: str, wave: Any) -> bool:
+    """Called every 0.1 s while the host runs: note the wave's phases, start and clear the storm,
+    and say whether the run is over (the wave finished, or --stop-after passed)."""
+    now = time.time()
+    if wave is not None:
+        progress.first_seen.setdefault(wave.status.value, now)
+        if progress.first_removal is None and wave.counters.enqueued + wave.counters.removed > 0:
+            progress.first_removal = now
+    began, storm, scale = progress.first_removal, opts.storm, opts.time_scale
+    if storm and began is not None and progress.storm_window is None and now >= began + storm[0] * scale:
+        rule = {"kind": "write", "status": 429, "retry_after": 10, "name": "bench-storm"}
+        await _faults(base_url, {"add": [rule]})
+        progress.storm_window = (now, now + storm[1] * scale)
+    if progress.storm_window and now >= progress.storm_window[1] and not progress.storm_cleared:
+        progress.storm_cleared = True
+        await _faults(base_url, {"clear": True})
+    if opts.stop_after is not None and began is not None and now >= began + opts.stop_after * scale:
+        progress.stopped_early = True
+        return True
+    return wave is not None and wave.status.value in ("completed", "halted", "cancelled")
+
+
+async def _faults(base_url: str, body: dict[str, Any]) -> None:
+    async with httpx.AsyncClient() as http:
+        await http.post(base_url.replace("/v1.0", "/_sim/faults"), json=body)
+
+
+def _phases(opts: Options, progress: Progress, wave: Any) -> dict[str, Any]:
+    """The scan's rate and the run's shape, from when the bench first saw each wave status."""
+    seen = progress.first_seen
+    scan_start = seen.get("scanning")
+    scan_end = seen.get("removing") or seen.get("verifying")
+    members = wave.counters.members if wave else 0
+    scan_s = round(scan_end - scan_start, 1) if scan_start and scan_end else None
+    return {
+        "time_scale": opts.time_scale,
+        "stopped_early": progress.stopped_early,
+        "status_first_seen_s": {k: round(v - min(seen.values()), 1) for k, v in seen.items()} if seen else {},
+        "scan_s": scan_s,
+        "scan_members_per_s": round(members / scan_s, 1) if scan_s else None,
+    }
 
 
 def summarise(
-    users: int,
-    tick: int,
+    opts: Options,
     storm_window: tuple[float, float] | None,
     wave: Any,
     adapter: dict[str, int],
@@ -202,12 +290,16 @@ def summarise(
     ticks: list[dict[str, float]],
     elapsed: float,
 ) -> dict[str, Any]:
+    """The record: times are real seconds; shares of the quota are of Graph's quota on the
+    simulator's clock (3,000 writes per 150 s x time scale)."""
+    window, tick, users = opts.window, opts.real_tick, opts.users
+    pace = QUOTA / window
     writes: list[float] = sorted(log["admitted"])
     refused = len(log["refused"])
     first, last = writes[0], writes[-1]
     phase = last - first
-    steady = [t for t in writes if first + WINDOW <= t <= last - tick]
-    steady_span = (last - tick) - (first + WINDOW)
+    steady = [t for t in writes if first + window <= t <= last - tick]
+    steady_span = (last - tick) - (first + window)
     removed = wave.counters.removed if wave else 0
     busy_ticks = [t for t in ticks if t["enqueued"] > 0]
     record: dict[str, Any] = {
@@ -219,15 +311,15 @@ def summarise(
         "removed": removed,
         "elapsed_s": round(elapsed, 1),
         "removal_phase_s": round(phase, 1),
-        "share_of_quota_removal_phase": round(len(writes) / (phase * QUOTA / WINDOW), 3) if phase else None,
-        "share_of_quota_steady_state": round(len(steady) / (steady_span * QUOTA / WINDOW), 3)
-        if steady_span > 0
-        else None,
-        "busiest_150s_window": window_counts(writes, WINDOW),
+        "removals_per_s": round(len(writes) / phase, 2) if phase else None,
+        "share_of_quota_removal_phase": round(len(writes) / (phase * pace), 3) if phase else None,
+        "share_of_quota_steady_state": round(len(steady) / (steady_span * pace), 3) if steady_span > 0 else None,
+        "busiest_quota_window": window_counts(writes, window),
+        "quota_window_real_s": window,
         "writes_admitted": len(writes),
         "writes_refused_by_quota": refused,
         "share_of_writes_429": round(refused / (len(writes) + refused), 4) if writes else None,
-        "reads_per_user": round(adapter["reads"] / users, 3),
+        "reads_per_user": round(adapter["reads"] / max(1, removed if opts.stop_after else users), 3),
         "writes_per_removal": round(adapter["writes"] / removed, 3) if removed else None,
         "adapter": adapter,
         "host_peak_rss_mb": rss_mb(),
@@ -239,25 +331,27 @@ def summarise(
         "sim_counters": sim_counters,
     }
     if storm_window is not None:
+        scale = opts.time_scale
         record["storm"] = {
             "started_after_first_removal_s": round(storm_window[0] - first, 1),
             "seconds": round(storm_window[1] - storm_window[0], 1),
-            "back_to_0.9_of_quota_s": recovery_seconds(writes, storm_window[1]),
-            "back_to_0.9_of_quota_for_150s_s": recovery_seconds(writes, storm_window[1], sustained=WINDOW),
+            "back_to_0.9_of_quota_s": recovery_seconds(writes, storm_window[1], scale=scale),
+            "back_to_0.9_of_quota_for_150s_s": recovery_seconds(writes, storm_window[1], sustained=WINDOW, scale=scale),
         }
     return record
 
 
-async def run_pacing_only(users: int, tick: int, storm: tuple[float, float] | None) -> dict[str, Any]:
+async def run_pacing_only(opts: Options) -> dict[str, Any]:
     """The pacing alone, without the host: licshift's pacing model (pacing.py, as the tick uses it)
     schedules the removals, and one coroutine per slot sends it through licshift's Graph adapter at
     its moment; a 429 is re-sent at its Retry-After and reported to the next tick, Graph's usage
     header too. For machines too busy to run the whole pipeline at 20 writes/s."""
     from licshift.adapters.graph import GraphAdapter
     from licshift.ports.graph import Throttled
-    from licshift.rules.pacing import Pacing, PacingLimits, Reports, Throttle, observe, schedule
+    from licshift.rules.pacing import Pacing, Reports, Throttle, observe, schedule
     from licshift.rules.pacing import rate_at as pacing_rate
 
+    users, tick, storm = opts.users, opts.tick, opts.storm
     where = Path(tempfile.mkdtemp(prefix="licshift-bench-"))
     ctx = mp.get_context("spawn")
     ready, stop = ctx.Queue(), ctx.Event()
@@ -333,20 +427,25 @@ async def run_pacing_only(users: int, tick: int, storm: tuple[float, float] | No
         counters = type("C", (), {"removed": len(todo)})()
 
     adapter["reads"] = 0  # only the writes are this mode's business
-    return summarise(users, tick, storm_window, Done(), adapter, {}, log, ticks, elapsed)
+    return summarise(opts, storm_window, Done(), adapter, {}, log, ticks, elapsed)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--tick", type=int, default=60)
+    parser.add_argument("--tick", type=int, default=60, help="the scheduler's tick, simulator seconds")
     parser.add_argument("--storm", default="", help="START:SECONDS after the first removal")
+    parser.add_argument("--time-scale", type=float, default=1.0, help="real seconds per simulator second")
+    parser.add_argument("--stop-after", type=float, default=None, help="seconds after the first removal")
     parser.add_argument("--name", default="quota")
     parser.add_argument("--pacing-only", action="store_true", help="the pacing and Graph only, no host")
     args = parser.parse_args()
-    storm = tuple(float(x) for x in args.storm.split(":")) if args.storm else None
-    runner = run_pacing_only if args.pacing_only else run
-    record = asyncio.run(runner(args.users, args.tick, storm))  # type: ignore[arg-type]
+    storm = (float(args.storm.split(":")[0]), float(args.storm.split(":")[1])) if args.storm else None
+    opts = Options(args.users, args.tick, storm, args.time_scale, args.stop_after)
+    if args.pacing_only and (opts.time_scale != 1.0 or opts.stop_after is not None):
+        raise SystemExit("--pacing-only runs at time scale 1 to the end")
+    opts.real_tick  # noqa: B018 - refuse a tick the local host cannot play before starting anything
+    record = asyncio.run(run_pacing_only(opts) if args.pacing_only else run(opts))
     record = {"benchmark": args.name, **record}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(record, indent=2) + "\n")

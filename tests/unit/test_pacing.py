@@ -21,6 +21,7 @@ from licshift.rules.pacing import (
     observe,
     pressure_at,
     rate_at,
+    recovered,
     release,
     restart,
     schedule,
@@ -55,6 +56,10 @@ ticks = st.lists(
         st.integers(min_value=0, max_value=400),  # work available (slots wanted)
         st.integers(min_value=0, max_value=5),  # slots left unused and released
         st.lists(st.floats(min_value=-40.0, max_value=40.0), max_size=6),  # extra writes, relative to the tick
+        # 429s since the previous tick: (seconds before the tick, Retry-After)
+        st.lists(
+            st.tuples(st.floats(min_value=0.0, max_value=45.0), st.floats(min_value=0.0, max_value=20.0)), max_size=4
+        ),
     ),
     min_size=1,
     max_size=25,
@@ -68,11 +73,12 @@ def test_no_window_of_the_model_ever_exceeds_the_target_share(plan: list[Any], s
     p, now = Pacing(), T0
     slots: list[float] = []
     extras: list[float] = []
-    for gap, wanted, unused, extra in plan:
+    for gap, wanted, unused, extra, throttled in plan:
         now += gap
         reported = tuple(now + e for e in extra)
         extras += reported
-        p = observe(p, Reports(extra_writes=reported), now, limits)
+        throttles = tuple(Throttle(now - before, retry) for before, retry in throttled)
+        p = observe(p, Reports(throttles=throttles, extra_writes=reported), now, limits)
         got, p = schedule(p, now, wanted, limits)
         assert all(now <= s < now + limits.lookahead for s in got)
         assert len(got) <= wanted
@@ -133,20 +139,23 @@ def test_delays_count_from_the_moment_each_message_is_sent() -> None:
 
 def test_a_429_pauses_until_retry_after_and_lowers_the_pace_in_proportion() -> None:
     limits = PacingLimits(lookahead=120.0)
-    slots, p = schedule(Pacing(seen_until=T0), T0, 1_000, limits)
+    slots, p = schedule(Pacing(seen_until=T0), T0, 10_000, limits)
     now = T0 + 60
-    due = len([s for s in slots if s < now])
-    throttles = tuple(Throttle(at=now - 5, retry_after=30.0) for _ in range(due // 4))
+    due = [s for s in slots if s < now]
+    # Every fourth write refused, up to the tick: Graph is still throttling.
+    throttles = tuple(Throttle(at=s, retry_after=30.0) for s in due[::4])
+    resume = throttles[-1].at + 30.0
+    before = sum(p.counts)
     p = observe(p, Reports(throttles=throttles), now, limits)
-    assert p.paused_until == now + 25
-    assert math.isclose(p.pressure, 1 - len(throttles) / due, rel_tol=0.05)
-    assert p.at(math.floor(now + 25)) >= len(throttles), "the re-sent writes count at their Retry-After"
+    assert p.paused_until == resume
+    assert math.isclose(p.pressure, 1 - len(throttles) / len(due), rel_tol=0.05)
+    assert sum(p.counts) == before + len(throttles), "the re-sent writes count at their Retry-After"
     got, p = schedule(p, now, 10_000, limits)
     assert got
-    assert got[0] >= now + 25
+    assert got[0] >= resume
     # Eased back to the full pace one window after the pause.
-    assert rate_at(p, now + 25 + 150, limits) == limits.full_rate
-    assert rate_at(p, now + 25, limits) < limits.full_rate
+    assert rate_at(p, resume + 150, limits) == limits.full_rate
+    assert rate_at(p, resume, limits) < limits.full_rate
 
 
 def test_a_storm_of_429s_drops_to_the_floor_and_recovers_within_one_window() -> None:
@@ -187,3 +196,53 @@ def test_the_model_round_trips_through_its_stored_form() -> None:
     assert from_json("{not json") is None
     lost = restart(T0, PacingLimits())
     assert schedule(lost, T0, 10, PacingLimits())[0] == []
+
+
+def test_easing_after_a_429_counts_from_its_retry_after_not_from_the_tick_that_reads_it() -> None:
+    limits = PacingLimits(lookahead=120.0, floor=0.5)
+    slots, p = schedule(Pacing(seen_until=T0), T0, 10_000, limits)
+    now = T0 + 60
+    # Every write of the last 4 s before the tick refused, Retry-After 10 s: Graph takes writes again
+    # at now + 6 at the latest.
+    refused = tuple(Throttle(at=s, retry_after=10.0) for s in slots if now - 4 <= s < now)
+    p = observe(p, Reports(throttles=refused), now, limits)
+    assert p.paused_until == max(t.at for t in refused) + 10.0
+    assert p.pressure_at == p.paused_until
+    assert pressure_at(p, p.paused_until, limits) < 1.0
+
+
+def test_429s_graph_has_since_got_over_cause_no_cut() -> None:
+    limits = PacingLimits(lookahead=120.0)
+    slots, p = schedule(Pacing(seen_until=T0), T0, 10_000, limits)
+    now = T0 + 60
+    # A storm in the first 20 s, Retry-After 10 s; the 25 s before the tick went through.
+    storm = tuple(Throttle(at=s, retry_after=10.0) for s in slots if s < T0 + 20)
+    assert recovered(add_writes(p, [t.at + t.retry_after for t in storm]), max(t.at for t in storm) + 10.0, now)
+    p = observe(p, Reports(throttles=storm), now, limits)
+    assert pressure_at(p, now, limits) == 1.0
+    assert rate_at(p, now, limits) == limits.full_rate
+
+
+def test_a_cut_is_lifted_at_the_first_tick_that_sees_graph_taking_writes_again() -> None:
+    limits = PacingLimits(lookahead=120.0, floor=0.5)
+    slots, p = schedule(Pacing(seen_until=T0), T0, 10_000, limits)
+    now = T0 + 60
+    storm = tuple(Throttle(at=s, retry_after=10.0) for s in slots if now - 10 <= s < now)
+    p = observe(p, Reports(throttles=storm), now, limits)
+    assert rate_at(p, now + 10, limits) <= 0.1 * limits.full_rate, "a storm still going on at the tick cuts"
+    _, p = schedule(p, now, 10_000, limits)
+    # The next tick: no 429 since, and the slots after the last one were taken.
+    p = observe(p, Reports(), now + 60, limits)
+    assert pressure_at(p, now + 60, limits) == 1.0
+    assert p.last_throttle == 0.0
+    # Without evidence (no write due since the last 429) the cut stays and eases.
+    quiet = observe(Pacing(seen_until=now), Reports(throttles=(Throttle(now - 1, 10.0),)), now, limits)
+    later = observe(quiet, Reports(), now + 60, limits)
+    assert pressure_at(later, now + 60, limits) < 1.0
+
+
+def test_a_model_stored_before_last_throttle_existed_still_loads() -> None:
+    _, p = schedule(Pacing(), T0, 50, PacingLimits())
+    old_form = to_json(p).replace(',"last_throttle":0.0', "")
+    assert "last_throttle" not in old_form
+    assert from_json(old_form) == p

@@ -23,7 +23,15 @@ Graph's signals lower the pace before and after a 429:
 - a 429: no new write is scheduled before its Retry-After has passed, and the pace drops in
   proportion to the share of writes that were throttled.
 Either way the pressure eases back to the full target linearly over one quota window (150 s), so a
-burst of 429s costs minutes at most, never a slow climb.
+burst of 429s costs minutes at most, never a slow climb. The easing counts from the end of Graph's
+Retry-After, not from the tick that read the 429s (a tick can come up to a minute later).
+
+A tick only sees 429s after the fact, and the slots it schedules lie up to two ticks ahead, so a cut
+for a storm that has already ended would slow the wave for minutes after Graph took writes again.
+Hence: once Graph has taken `RECOVERED_WRITES` writes due after the last 429 and after the wait
+it asked for (the model's own slots, at least `REPORT_LAG` seconds old, with no 429 reported for
+them), the 429s are history: a pending cut for them is lifted and they cause none. Graph's usage
+header cuts again at every tick that still reports an excess.
 """
 
 from __future__ import annotations
@@ -41,6 +49,11 @@ MIN_SHARE = 0.05
 HEADER_MARGIN = 0.02
 """Reported usage this far above the target is read as someone else spending the quota."""
 MIN_PRESSURE = 0.05
+REPORT_LAG = 5.0
+"""Seconds from a write's slot until its 429, if any, is surely on record: queue delivery, the
+remover's fresh read, the write, the event. Slots younger than this prove nothing yet."""
+RECOVERED_WRITES = 20
+"""Writes due after the last 429, with none of them throttled, that show Graph takes writes again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +131,8 @@ class Pacing:
     """No new slot before this (Graph's Retry-After)."""
     seen_until: float = 0.0
     """Reports up to this time are in the model."""
+    last_throttle: float = 0.0
+    """When Graph last answered 429, while the pressure still holds a cut for it (0: none)."""
 
     def at(self, second: int) -> int:
         i = second - self.origin
@@ -170,27 +185,43 @@ def remove_writes(p: Pacing, times: Iterable[float]) -> Pacing:
 
 def observe(p: Pacing, reports: Reports, now: float, limits: PacingLimits) -> Pacing:
     """Fold in what workers reported since `p.seen_until`: extra writes, 429s, reported usage."""
-    # Writes that came due since the last tick, against how many of them Graph refused.
-    due = sum(p.at(s) for s in range(math.floor(p.seen_until or now - 1), math.floor(now)))
+    # Writes that came due since the 429s began (this tick's share), against how many Graph refused.
+    began = min([now - 1, *(t.at for t in reports.throttles)]) if reports.throttles else now - 1
+    due = sum(p.at(s) for s in range(math.floor(max(p.seen_until, began)), math.floor(now)))
     p = add_writes(p, (*reports.extra_writes, *(t.at + t.retry_after for t in reports.throttles)))
+    paused = max([p.paused_until, *(t.at + t.retry_after for t in reports.throttles)])
+    last_throttle = max([p.last_throttle, *(t.at for t in reports.throttles)])
+    if last_throttle and recovered(p, max(last_throttle, paused), now):
+        # Graph has taken writes since its last 429: a cut for those 429s would only slow a wave
+        # Graph already serves again.
+        p = replace(p, pressure=1.0, pressure_at=now, last_throttle=0.0) if p.last_throttle else p
+        reports, last_throttle = replace(reports, throttles=()), 0.0
     current = pressure_at(p, now, limits)
     lowest = max(MIN_PRESSURE, limits.floor / max(limits.share * limits.quota.rate, 1e-9))
     pressure, since = current, p.pressure_at
     if reports.throttles:
         refused = len(reports.throttles)
         pressure = min(current, max(lowest, 1.0 - refused / max(due, refused)))
-        since = now
+        # Eased from the moment Graph takes writes again, however late the tick that reads the 429s.
+        since = paused
     if reports.usage > limits.share + HEADER_MARGIN:
         # Graph counts more than we do: leave the excess to whoever spends it.
         pressure = min(pressure, max(lowest, (2 * limits.share - reports.usage) / limits.share))
-        since = now
-    paused = max([p.paused_until, *(t.at + t.retry_after for t in reports.throttles)])
-    if pressure < current:
-        # Recovery starts once Graph's Retry-After has passed.
-        since = max(since, paused)
-    else:
+        since = max(now, paused)
+    if pressure >= current:
         pressure, since = p.pressure, p.pressure_at
-    return replace(p, pressure=pressure, pressure_at=since, paused_until=paused, seen_until=now)
+    return replace(
+        p, pressure=pressure, pressure_at=since, paused_until=paused, seen_until=now, last_throttle=last_throttle
+    )
+
+
+def recovered(p: Pacing, since: float, now: float) -> bool:
+    """Graph took at least RECOVERED_WRITES of the model's writes due after `since` (its last 429
+    and the end of the wait it asked for), old enough for a 429 to be on record: the throttling is
+    over. A host running behind its slots could report a 429 later still: then the next tick cuts
+    again, and Retry-After is honoured either way."""
+    seconds = range(math.floor(since) + 1, math.floor(now - REPORT_LAG))
+    return sum(p.at(s) for s in seconds) >= RECOVERED_WRITES
 
 
 class _Windows:
@@ -282,6 +313,7 @@ def to_json(p: Pacing) -> str:
         "pressure_at": p.pressure_at,
         "paused_until": p.paused_until,
         "seen_until": p.seen_until,
+        "last_throttle": p.last_throttle,
     }
     return json.dumps(data, separators=(",", ":"))
 
@@ -298,6 +330,8 @@ def from_json(text: str) -> Pacing | None:
             pressure_at=float(data["pressure_at"]),
             paused_until=float(data["paused_until"]),
             seen_until=float(data["seen_until"]),
+            # Absent in rows saved before it existed: no cut pending for a 429.
+            last_throttle=float(data.get("last_throttle", 0.0)),
         )
     except (ValueError, KeyError, TypeError):
         return None
