@@ -135,6 +135,8 @@ class Options:
     """Real seconds per simulator second: 0.1 runs Graph's clock, its windows and the tick 10x faster."""
     stop_after: float | None = None
     """Stop this many simulator seconds after the first removal (a wave too long for the machine)."""
+    budget: float = 24 * 3600
+    """Stop after this many real seconds, wherever the wave is."""
 
     @property
     def window(self) -> float:
@@ -220,7 +222,8 @@ async def run(opts: Options) -> dict[str, Any]:
                 wave = await stack.get_wave(wave_id)
                 return await _watch(opts, progress, base_url, wave)
 
-            await stack.run_until(finished, timeout=24 * 3600)
+            if not await stack.run_until(finished, timeout=opts.budget):
+                progress.stopped_early = True
             wave = await stack.get_wave(wave_id)
             adapter = stack.graph_counters
             async with httpx.AsyncClient() as http:
@@ -296,7 +299,7 @@ def summarise(
     pace = QUOTA / window
     writes: list[float] = sorted(log["admitted"])
     refused = len(log["refused"])
-    first, last = writes[0], writes[-1]
+    first, last = (writes[0], writes[-1]) if writes else (0.0, 0.0)
     phase = last - first
     steady = [t for t in writes if first + window <= t <= last - tick]
     steady_span = (last - tick) - (first + window)
@@ -437,11 +440,12 @@ def main() -> None:
     parser.add_argument("--storm", default="", help="START:SECONDS after the first removal")
     parser.add_argument("--time-scale", type=float, default=1.0, help="real seconds per simulator second")
     parser.add_argument("--stop-after", type=float, default=None, help="seconds after the first removal")
+    parser.add_argument("--budget", type=float, default=24 * 3600, help="real seconds for the whole run")
     parser.add_argument("--name", default="quota")
     parser.add_argument("--pacing-only", action="store_true", help="the pacing and Graph only, no host")
     args = parser.parse_args()
     storm = (float(args.storm.split(":")[0]), float(args.storm.split(":")[1])) if args.storm else None
-    opts = Options(args.users, args.tick, storm, args.time_scale, args.stop_after)
+    opts = Options(args.users, args.tick, storm, args.time_scale, args.stop_after, args.budget)
     if args.pacing_only and (opts.time_scale != 1.0 or opts.stop_after is not None):
         raise SystemExit("--pacing-only runs at time scale 1 to the end")
     opts.real_tick  # noqa: B018 - refuse a tick the local host cannot play before starting anything

@@ -139,10 +139,10 @@ def test_delays_count_from_the_moment_each_message_is_sent() -> None:
 
 def test_a_429_pauses_until_retry_after_and_lowers_the_pace_in_proportion() -> None:
     limits = PacingLimits(lookahead=120.0)
-    slots, p = schedule(Pacing(seen_until=T0), T0, 10_000, limits)
+    slots, p = schedule(Pacing(seen_until=T0), T0, 1_000, limits)
     now = T0 + 60
     due = [s for s in slots if s < now]
-    # Every fourth write refused, up to the tick: Graph is still throttling.
+    # Every fourth write refused, up to the last: Graph is still throttling.
     throttles = tuple(Throttle(at=s, retry_after=30.0) for s in due[::4])
     resume = throttles[-1].at + 30.0
     before = sum(p.counts)
@@ -153,6 +153,7 @@ def test_a_429_pauses_until_retry_after_and_lowers_the_pace_in_proportion() -> N
     got, p = schedule(p, now, 10_000, limits)
     assert got
     assert got[0] >= resume
+    assert got[-1] < now + limits.lookahead / 2, "one tick ahead while the cut holds"
     # Eased back to the full pace one window after the pause.
     assert rate_at(p, resume + 150, limits) == limits.full_rate
     assert rate_at(p, resume, limits) < limits.full_rate
@@ -230,11 +231,15 @@ def test_a_cut_is_lifted_at_the_first_tick_that_sees_graph_taking_writes_again()
     storm = tuple(Throttle(at=s, retry_after=10.0) for s in slots if now - 10 <= s < now)
     p = observe(p, Reports(throttles=storm), now, limits)
     assert rate_at(p, now + 10, limits) <= 0.1 * limits.full_rate, "a storm still going on at the tick cuts"
-    _, p = schedule(p, now, 10_000, limits)
+    got, p = schedule(p, now, 10_000, limits)
+    assert got == [], "one tick ahead while the cut holds: already scheduled"
     # The next tick: no 429 since, and the slots after the last one were taken.
     p = observe(p, Reports(), now + 60, limits)
     assert pressure_at(p, now + 60, limits) == 1.0
     assert p.last_throttle == 0.0
+    got, p = schedule(p, now + 60, 10_000, limits)
+    assert len(got) >= 0.99 * limits.full_rate * 60, "at full pace"
+    assert got[-1] > now + 60 + 119, "two ticks ahead"
     # Without evidence (no write due since the last 429) the cut stays and eases.
     quiet = observe(Pacing(seen_until=now), Reports(throttles=(Throttle(now - 1, 10.0),)), now, limits)
     later = observe(quiet, Reports(), now + 60, limits)

@@ -31,7 +31,8 @@ for a storm that has already ended would slow the wave for minutes after Graph t
 Hence: once Graph has taken `RECOVERED_WRITES` writes due after the last 429 and after the wait
 it asked for (the model's own slots, at least `REPORT_LAG` seconds old, with no 429 reported for
 them), the 429s are history: a pending cut for them is lifted and they cause none. Graph's usage
-header cuts again at every tick that still reports an excess.
+header cuts again at every tick that still reports an excess. While a cut for 429s holds, a tick
+schedules one tick ahead instead of two, so the tick after the storm is the one that sets the pace.
 """
 
 from __future__ import annotations
@@ -256,7 +257,9 @@ def schedule(p: Pacing, now: float, wanted: int, limits: PacingLimits) -> tuple[
     current pace, and only where every window containing them stays within the target share.
     """
     p = _trimmed(p, now, limits)
-    horizon = now + limits.lookahead
+    # While a cut for 429s holds, one tick ahead only: the next tick, which knows whether Graph still
+    # throttles, schedules the rest (a message once sent cannot be taken back).
+    horizon = now + (limits.lookahead / 2 if p.last_throttle else limits.lookahead)
     t = max(now, p.next_at, p.paused_until)
     if wanted <= 0 or t >= horizon:
         return [], p
