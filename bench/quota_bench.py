@@ -48,6 +48,7 @@ from typing import Any
 
 import httpx
 
+from licshift.rules.outcomes import OutcomeStatus
 from licshift.rules.pacing import PacingLimits, Quota, window_counts
 from licshift.services import quota, scheduler
 from licshift_local.azurite import Azurite
@@ -55,6 +56,7 @@ from licshift_local.stack import LocalStack, StackOptions
 
 QUOTA, WINDOW = 3000, 150.0
 RESULTS = Path(__file__).parent / "results"
+REMOVED = OutcomeStatus.REMOVED
 
 
 # --- the simulator, in its own process ----------------------------------------------------------
@@ -220,12 +222,15 @@ async def run(opts: Options) -> dict[str, Any]:
 
             async def finished() -> bool:
                 wave = await stack.get_wave(wave_id)
-                return await _watch(opts, progress, base_url, wave)
+                return await _watch(opts, progress, base_url, wave, stack.graph_counters["writes"])
 
-            if not await stack.run_until(finished, timeout=opts.budget):
+            # Checked once a second: the check reads the wave row, which the host's storage also serves.
+            if not await stack.host.run_until(finished, timeout=opts.budget, check_every=1.0):
                 progress.stopped_early = True
             wave = await stack.get_wave(wave_id)
             adapter = stack.graph_counters
+            # Counted from the rows: the wave's counters lag by up to a tick (a run stopped early).
+            done = [o async for o in stack.rt.ledger.iter_outcomes(wave_id, statuses=[REMOVED], fields=["status"])]
             async with httpx.AsyncClient() as http:
                 sim_counters = (await http.get(base_url.replace("/v1.0", "/_sim/counters"))).json()
         elapsed = time.time() - started
@@ -236,18 +241,19 @@ async def run(opts: Options) -> dict[str, Any]:
         azurite.stop()
     log = json.loads(await asyncio.to_thread(Path(log_path).read_text))
     shutil.rmtree(where, ignore_errors=True)
-    record = summarise(opts, progress.storm_window, wave, adapter, sim_counters, log, ticks, elapsed)
+    record = summarise(opts, progress.storm_window, wave, len(done), adapter, sim_counters, log, ticks, elapsed)
     return {**record, **_phases(opts, progress, wave)}
 
 
-async def _watch(opts: Options, progress: Progress, base_url: str, wave: Any) -> bool:
-    """Called every 0.1 s while the host runs: note the wave's phases, start and clear the storm,
-    and say whether the run is over (the wave finished, or --stop-after passed)."""
+async def _watch(opts: Options, progress: Progress, base_url: str, wave: Any, writes: int) -> bool:
+    """Called every second while the host runs: note the wave's phases and its first Graph write,
+    start and clear the storm, and say whether the run is over (the wave finished, or --stop-after
+    passed)."""
     now = time.time()
     if wave is not None:
         progress.first_seen.setdefault(wave.status.value, now)
-        if progress.first_removal is None and wave.counters.enqueued + wave.counters.removed > 0:
-            progress.first_removal = now
+    if progress.first_removal is None and writes > 0:
+        progress.first_removal = now
     began, storm, scale = progress.first_removal, opts.storm, opts.time_scale
     if storm and began is not None and progress.storm_window is None and now >= began + storm[0] * scale:
         rule = {"kind": "write", "status": 429, "retry_after": 10, "name": "bench-storm"}
@@ -287,6 +293,7 @@ def summarise(
     opts: Options,
     storm_window: tuple[float, float] | None,
     wave: Any,
+    removed: int,
     adapter: dict[str, int],
     sim_counters: Any,
     log: dict[str, Any],
@@ -303,7 +310,6 @@ def summarise(
     phase = last - first
     steady = [t for t in writes if first + window <= t <= last - tick]
     steady_span = (last - tick) - (first + window)
-    removed = wave.counters.removed if wave else 0
     busy_ticks = [t for t in ticks if t["enqueued"] > 0]
     record: dict[str, Any] = {
         "users": users,
@@ -322,7 +328,8 @@ def summarise(
         "writes_admitted": len(writes),
         "writes_refused_by_quota": refused,
         "share_of_writes_429": round(refused / (len(writes) + refused), 4) if writes else None,
-        "reads_per_user": round(adapter["reads"] / max(1, removed if opts.stop_after else users), 3),
+        # A run stopped early read the users it removed (and some in flight): per removal, then.
+        "reads_per_user": round(adapter["reads"] / max(1, removed if removed < users else users), 3),
         "writes_per_removal": round(adapter["writes"] / removed, 3) if removed else None,
         "adapter": adapter,
         "host_peak_rss_mb": rss_mb(),
@@ -427,10 +434,9 @@ async def run_pacing_only(opts: Options) -> dict[str, Any]:
 
     class Done:
         status = type("S", (), {"value": "pacing-only"})()
-        counters = type("C", (), {"removed": len(todo)})()
 
     adapter["reads"] = 0  # only the writes are this mode's business
-    return summarise(opts, storm_window, Done(), adapter, {}, log, ticks, elapsed)
+    return summarise(opts, storm_window, Done(), len(todo), adapter, {}, log, ticks, elapsed)
 
 
 def main() -> None:
