@@ -177,6 +177,8 @@ class Progress:
     storm_window: tuple[float, float] | None = None
     storm_cleared: bool = False
     stopped_early: bool = False
+    plan_rows: list[tuple[float, int]] = field(default_factory=list)
+    """(when, rows) of each batch of outcome rows the scan wrote."""
 
 
 async def run(opts: Options) -> dict[str, Any]:
@@ -217,6 +219,7 @@ async def run(opts: Options) -> dict[str, Any]:
         options = StackOptions(tick_seconds=opts.real_tick, namespace=f"q{uuid.uuid4().hex[:8]}")
         started = time.time()
         async with LocalStack(base_url, connection, options) as stack:
+            _count_plan_rows(stack.rt.ledger, progress)
             command = {"command": "start", "group": group, "skus": skus, "selection": {"kind": "all"}}
             wave_id = await stack.enqueue({**command, "requested_by": "bench@licshift.local", "force": True})
 
@@ -268,6 +271,30 @@ async def _watch(opts: Options, progress: Progress, base_url: str, wave: Any, wr
     return wave is not None and wave.status.value in ("completed", "halted", "cancelled")
 
 
+def _count_plan_rows(ledger: Any, progress: Progress) -> None:
+    """Note when each batch of the scan's rows is written: does the scan slow as the wave grows?"""
+    put = ledger.put_outcomes
+
+    async def counted(rows: Any) -> Any:
+        result = await put(rows)
+        progress.plan_rows.append((time.time(), len(rows)))
+        return result
+
+    ledger.put_outcomes = counted
+
+
+def _scan_rates(plan_rows: list[tuple[float, int]], chunk: int) -> list[float]:
+    """Rows written per second, per `chunk` rows of the plan in order."""
+    rates: list[float] = []
+    start, count = (plan_rows[0][0] if plan_rows else 0.0), 0
+    for at, rows in plan_rows:
+        count += rows
+        if count >= chunk:
+            rates.append(round(count / max(at - start, 1e-6), 1))
+            start, count = at, 0
+    return rates
+
+
 async def _faults(base_url: str, body: dict[str, Any]) -> None:
     async with httpx.AsyncClient() as http:
         await http.post(base_url.replace("/v1.0", "/_sim/faults"), json=body)
@@ -286,6 +313,8 @@ def _phases(opts: Options, progress: Progress, wave: Any) -> dict[str, Any]:
         "status_first_seen_s": {k: round(v - min(seen.values()), 1) for k, v in seen.items()} if seen else {},
         "scan_s": scan_s,
         "scan_members_per_s": round(members / scan_s, 1) if scan_s else None,
+        "plan_rows_written": sum(rows for _, rows in progress.plan_rows),
+        "plan_rows_per_s_by_chunk": _scan_rates(progress.plan_rows, max(1000, opts.users // 10)),
     }
 
 
@@ -333,6 +362,9 @@ def summarise(
         "writes_per_removal": round(adapter["writes"] / removed, 3) if removed else None,
         "adapter": adapter,
         "host_peak_rss_mb": rss_mb(),
+        # The host's CPU (this process: the Functions host, the tick and the workers), per removal.
+        "host_cpu_s": round(time.process_time(), 1),
+        "host_cpu_ms_per_removal": round(1000 * time.process_time() / removed, 1) if removed else None,
         "ticks": len(ticks),
         "tick_wall_s_max": max((t["wall_s"] for t in ticks), default=None),
         "tick_wall_s_median_busy": median([t["wall_s"] for t in busy_ticks]),
