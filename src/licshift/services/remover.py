@@ -54,7 +54,7 @@ from licshift.rules.licenses import (
 from licshift.rules.messages import MalformedMessage, Task, TaskKind, encode_task, parse_task, queue_text, stored_text
 from licshift.rules.outcomes import FINAL_OUTCOMES, Outcome, OutcomeStatus, Severity
 from licshift.rules.waves import STOPPED_STATUSES, Wave, WaveEvent, WaveStatus
-from licshift.services import reprocess, telemetry, transitions
+from licshift.services import reprocess, telemetry, throttled, transitions
 from licshift.services.runtime import Runtime
 from licshift.services.skus import UnknownSku
 
@@ -444,20 +444,7 @@ async def _gone_before_removal(rt: Runtime, row: Outcome, etag: str, sku: Sku, f
 
 
 async def _throttled(rt: Runtime, task: Task, exc: Throttled) -> None:
-    """Graph said 429: send the task again after Retry-After (never a hot retry, not a failure) and
-    report it, so the scheduler lowers its rate."""
-    await rt.queue.send(rt.settings.removals_queue, encode_task(task), delay_seconds=max(0.0, exc.retry_after))
-    await telemetry.emit(
-        rt.ledger,
-        telemetry.event_for(
-            task,
-            telemetry.THROTTLED,
-            f"Graph throttled the {task.kind} of {task.sku_id} for {task.user_id}; retrying in {exc.retry_after:g} s",
-            actor=ACTOR,
-            data={"retry_after": exc.retry_after},
-        ),
-        rt.now(),
-    )
+    await throttled.retry_after(rt, task, exc, f"the {task.kind} of {task.sku_id} for {task.user_id}", actor=ACTOR)
 
 
 def _kept(user: UserLicenses, sku: Sku, before: frozenset[str]) -> tuple[bool, frozenset[str]]:

@@ -26,7 +26,7 @@ from licshift.rules import pacing
 from licshift.rules.answers import Answer, Verdict
 from licshift.rules.messages import Reprocess, Task, TaskKind, encode_task, encode_waves_message
 from licshift.rules.outcomes import Event, Severity
-from licshift.services import quota, telemetry
+from licshift.services import quota, telemetry, throttled
 from licshift.services.runtime import Runtime
 from licshift.services.scheduler import stale_after
 
@@ -232,20 +232,8 @@ async def _record(
 
 
 async def _throttled(rt: Runtime, task: Task, exc: Throttled) -> None:
-    """Graph said 429: the task again after Retry-After (never a hot retry), and a report the
-    scheduler's rate control reads, as for a throttled removal."""
-    await rt.queue.send(rt.settings.removals_queue, encode_task(task), delay_seconds=max(0.0, exc.retry_after))
-    await telemetry.emit(
-        rt.ledger,
-        telemetry.event_for(
-            task,
-            telemetry.THROTTLED,
-            f"Graph throttled the reprocessing of {task.user_id}; retrying in {exc.retry_after:g} s",
-            actor=ACTOR,
-            data={"retry_after": exc.retry_after, "request_id": task.request_id},
-        ),
-        rt.now(),
-    )
+    what = f"the reprocessing of {task.user_id}"
+    await throttled.retry_after(rt, task, exc, what, actor=ACTOR, data={"request_id": task.request_id})
 
 
 async def gave_up(rt: Runtime, task: Task, dequeue_count: int) -> str:
