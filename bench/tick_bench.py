@@ -29,6 +29,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from azure.core.exceptions import ServiceRequestError
+
 from licshift.adapters.ledger import Ledger
 from licshift.adapters.queues import StorageQueues
 from licshift.ports.graph import GroupLicenseInfo
@@ -96,9 +98,15 @@ async def seed(ledger: Ledger, size: int, now: datetime) -> Wave:
     )
     removed = size - PLANNED
     for start in range(0, size, 5_000):
-        await ledger.put_outcomes(
-            [outcome(wave.wave_id, i, removed, now) for i in range(start, min(size, start + 5_000))]
-        )
+        chunk = [outcome(wave.wave_id, i, removed, now) for i in range(start, min(size, start + 5_000))]
+        for attempt in range(5):
+            try:
+                await ledger.put_outcomes(chunk)  # upserts: a retry after a reset connection is harmless
+                break
+            except ServiceRequestError:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(2.0)
     await ledger.index_outcomes(wave.wave_id, {OutcomeStatus.PLANNED: PLANNED, OutcomeStatus.REMOVED: removed})
     counters = WaveCounters(members=size, selected=size, to_remove=size, planned=PLANNED, removed=removed)
     wave = replace(wave, counters=counters, enqueue_cursor="")
