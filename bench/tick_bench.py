@@ -173,9 +173,28 @@ async def tick_size(connection: str, name: str, size: int) -> dict[str, Any]:
 def run_child(*args: str) -> dict[str, Any]:
     out = subprocess.run([sys.executable, __file__, *args], check=False, capture_output=True, text=True)
     if out.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed:\n{out.stderr[-3000:]}")
+        raise ChildFailed(f"{' '.join(args[:2])} failed:\n{out.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
+
+
+class ChildFailed(Exception):
+    pass
+
+
+def one_size(connection: str, size: int, attempts: int = 3) -> dict[str, Any]:
+    """Seed and tick one size in fresh tables; a loaded machine's Azurite sometimes resets a
+    connection mid-seed: then again, in new tables (up to `attempts` times)."""
+    for attempt in range(attempts):
+        name = f"b{uuid.uuid4().hex[:10]}"
+        try:
+            seeded = run_child("--seed", str(size), "--name", name, "--connection", connection)
+            return {**run_child("--tick", str(size), "--name", name, "--connection", connection), **seeded}
+        except ChildFailed as exc:
+            if attempt == attempts - 1:
+                raise SystemExit(str(exc)) from None
+            print(f"{size} rows: attempt {attempt + 1} failed, again in new tables", file=sys.stderr, flush=True)
+    raise AssertionError("unreachable")
 
 
 def main() -> None:
@@ -197,9 +216,7 @@ def main() -> None:
     try:
         results = []
         for size in (int(s) for s in args.sizes.split(",")):
-            name = f"b{uuid.uuid4().hex[:10]}"
-            seeded = run_child("--seed", str(size), "--name", name, "--connection", connection)
-            results.append({**run_child("--tick", str(size), "--name", name, "--connection", connection), **seeded})
+            results.append(one_size(connection, size))
             print(json.dumps({k: v for k, v in results[-1].items() if k != "ticks"}), flush=True)
     finally:
         azurite.stop()
