@@ -10,11 +10,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-NOT_DEPLOYED = ("licshift_local", "graphsim", "aiohttp", "yaml", "pytest", "hypothesis")
+NOT_DEPLOYED = ("licshift_local", "graphsim", "yaml", "pytest", "hypothesis")
 """Top-level packages that are not in the deployed app (.funcignore, requirements-dev.txt)."""
 
-IMPORTED_ON_FIRST_USE = ("msgraph", "kiota_", "httpx", "azure.identity", "azure.data.tables", "azure.storage.queue")
-"""Imported when the first invocation builds the adapters, never on import (cold start)."""
+IMPORTED_ON_FIRST_USE = (
+    "msgraph",
+    "kiota_",
+    "httpx",
+    "aiohttp",
+    "azure.identity",
+    "azure.data.tables",
+    "azure.storage.queue",
+)
+"""Deployed (requirements.txt; aiohttp is the storage SDKs' async transport), but imported when the first
+invocation builds the adapters, never on import (cold start)."""
 
 # Run in a fresh interpreter where the packages above cannot be imported, as on Azure.
 _PROBE = """
