@@ -358,7 +358,7 @@ def summarise(
         "writes_refused_by_quota": refused,
         "share_of_writes_429": round(refused / (len(writes) + refused), 4) if writes else None,
         # A run stopped early read the users it removed (and some in flight): per removal, then.
-        "reads_per_user": round(adapter["reads"] / max(1, removed if removed < users else users), 3),
+        "reads_per_user": round(adapter["reads"] / (removed if removed < users else users), 3) if removed else None,
         "writes_per_removal": round(adapter["writes"] / removed, 3) if removed else None,
         "adapter": adapter,
         "host_peak_rss_mb": rss_mb(),
