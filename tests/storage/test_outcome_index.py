@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 from azure.data.tables.aio import TableClient
 
+import factories
 from licshift.adapters.entities import COUNTS_ROW, OUTCOMES, index_key
 from licshift.adapters.ledger import Ledger
 from licshift.ports.graph import GroupLicenseInfo
 from licshift.ports.store import ConcurrencyConflict
 from licshift.rules.census import WORK_STATUSES, empty_counts
-from licshift.rules.decide import PROCESSING_COMPLETE, Policy
+from licshift.rules.decide import PROCESSING_COMPLETE
 from licshift.rules.outcomes import Outcome, OutcomeStatus
 from licshift.rules.waves import Selection, SelectionKind, Wave, WaveCounters, WaveStatus
 from licshift.services import scheduler
@@ -215,7 +216,6 @@ async def test_random_status_walks_keep_counts_and_index_exact(ledger: Ledger) -
 
 # --- the tick over the index ---------------------------------------------------------------------
 
-GROUP = "0f5c3a50-6b7a-4a0e-9c51-3f1b7d2a8e10"
 PLANNED, REMOVED = 30, 20
 
 
@@ -244,16 +244,10 @@ def rows(wave_id: str, now: datetime) -> list[Outcome]:
 
 
 async def removing_wave(ledger: Ledger, now: datetime, *, indexed: bool) -> Wave:
-    wave = Wave(
-        wave_id=str(uuid.uuid4()),
-        group_id=GROUP,
-        sku_ids=(E3,),
+    wave = factories.wave(
+        WaveStatus.REMOVING,
         selection=Selection(SelectionKind.ALL),
-        policy=Policy.NO_LOSS,
-        dry_run=False,
         force=True,
-        requested_by="test",
-        status=WaveStatus.REMOVING,
         created_at=now,
         updated_at=now,
         counters=WaveCounters(members=50, selected=50, to_remove=50, planned=PLANNED, removed=REMOVED),
