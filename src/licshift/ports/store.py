@@ -68,6 +68,12 @@ class LedgerStore(Protocol):
         In a wave with counts, the row, its index rows and the status move are one transaction."""
         ...
 
+    async def save_outcomes(self, wave_id: str, changes: Sequence[tuple[Outcome, str]]) -> dict[str, str]:
+        """Existing rows of one wave, each replaced if unchanged since its ETag, in few transactions
+        (with their index rows and moves); a row that changed is left out and the others still go.
+        The keys of the rows saved, with their new ETags."""
+        ...
+
     async def count_outcomes(self, wave_id: str) -> dict[OutcomeStatus, int]:
         """The wave's rows per status, exactly; the cost is the moves since the last count (a wave
         written before counts existed is counted by reading it)."""
