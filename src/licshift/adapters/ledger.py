@@ -355,6 +355,26 @@ class Ledger(OwnsClients):
         self._statuses.remember(wave_id, key, etag, outcome.status)
         return Versioned(outcome, etag)
 
+    async def get_outcomes(
+        self, wave_id: str, keys: Collection[str], status: OutcomeStatus
+    ) -> dict[str, Versioned[Outcome]]:
+        """The rows named by `keys` that are in `status`, by key, with their ETags: one query over
+        the range of the keys, filtered by status on the server (the host parses only matches)."""
+        wave_id = check_key(wave_id, "wave id")
+        wanted = {check_key(k, "outcome key") for k in keys}
+        if not wanted:
+            return {}
+        params: dict[str, Any] = {"pk": wave_id, "low": min(wanted), "high": max(wanted), "status": status.value}
+        clauses = ["PartitionKey eq @pk", "RowKey ge @low", "RowKey le @high", "status eq @status"]
+        found: dict[str, Versioned[Outcome]] = {}
+        async for entity in self._query(OUTCOMES, clauses, params, None, None):
+            key, etag = str(entity["RowKey"]), str(entity.metadata["etag"])
+            if key in wanted:
+                outcome = outcome_from_entity(entity)
+                self._statuses.remember(wave_id, key, etag, outcome.status)
+                found[key] = Versioned(outcome, etag)
+        return found
+
     async def save_outcome(self, outcome: Outcome, etag: str | None) -> str:
         """In a wave with counts (`index_outcomes`), one entity-group transaction: the row (with
         its ETag), its index rows and the move, so the counts and the index never drift from the

@@ -659,16 +659,10 @@ class _Marked:
 async def _mark_enqueued(ctx: _Context, wave_id: str, rows: list[Outcome]) -> list[_Marked]:
     """Mark the rows still PLANNED ENQUEUED, in batches; those another tick or command changed
     since they were read are left out (only the tick whose ETag matched sends)."""
-    limit = asyncio.Semaphore(ENQUEUE_CONCURRENCY)
-
-    async def read(row: Outcome) -> Versioned[Outcome] | None:
-        # The index rows carry no ETag of their outcome, and the save replaces the whole row.
-        async with limit:
-            return await ctx.rt.ledger.get_outcome(row.wave_id, row.user_id, row.sku_id)
-
-    current = [
-        c for c in await asyncio.gather(*(read(r) for r in rows)) if c and c.value.status is OutcomeStatus.PLANNED
-    ]
+    # The index rows carry no ETag of their outcome, and the save replaces the whole row: read the
+    # rows, in one query over their range (they are the next PLANNED ones in key order).
+    found = await ctx.rt.ledger.get_outcomes(wave_id, [r.key for r in rows], OutcomeStatus.PLANNED)
+    current = [found[r.key] for r in rows if r.key in found]
     changes = [
         (replace(c.value, status=OutcomeStatus.ENQUEUED, actor=ACTOR, updated_at=ctx.now), c.etag) for c in current
     ]
