@@ -193,6 +193,31 @@ async def test_a_wave_written_before_the_index_is_counted_and_searched_from_its_
     assert stale == [row(wave_id, 2).user_id]
 
 
+async def test_a_batch_save_skips_a_changed_row_and_saves_every_other_one(ledger: Ledger) -> None:
+    """60 rows in three transactions: one row changed since it was read fails its whole transaction,
+    which changes nothing, and its other rows are then saved one by one; the other transactions go."""
+    wave_id = await new_wave(ledger, [P] * 60)
+    loaded = [await ledger.get_outcome(wave_id, row(wave_id, n).user_id, E3) for n in range(60)]
+    current = [v for v in loaded if v is not None]
+    raced = current[30]
+    await ledger.save_outcome(dataclasses.replace(raced.value, status=R), raced.etag)  # another tick
+    changes = [(dataclasses.replace(v.value, status=E, updated_at=T0 + timedelta(minutes=1)), v.etag) for v in current]
+    saved = await ledger.save_outcomes(wave_id, changes)
+    assert set(saved) == {v.value.key for v in current} - {raced.value.key}
+    counts = await consistent(ledger, wave_id)
+    assert (counts[P], counts[E], counts[R]) == (0, 59, 1)
+    keys = [v.value.key for v in current]
+    assert await ledger.get_outcomes(wave_id, keys, P) == {}
+    assert list(await ledger.get_outcomes(wave_id, keys, R)) == [raced.value.key]
+    enqueued = await ledger.get_outcomes(wave_id, keys[10:50], E)
+    assert {k: v.etag for k, v in enqueued.items()} == {k: saved[k] for k in keys[10:50] if k != raced.value.key}
+    # Saved again from the ETags they were read at: every row changed since, so nothing is saved.
+    assert await ledger.save_outcomes(wave_id, changes) == {}
+    assert await consistent(ledger, wave_id) == counts
+    with pytest.raises(ValueError, match="only"):
+        await ledger.save_outcomes(str(uuid.uuid4()), changes[:1])
+
+
 async def test_random_status_walks_keep_counts_and_index_exact(ledger: Ledger) -> None:
     """Many moves (more than one fold transaction of 99), some from stale ETags, counted while
     they happen and by two counters at once: the counts always equal the rows."""

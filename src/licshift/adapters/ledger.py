@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
@@ -39,6 +41,7 @@ from licshift.adapters.entities import (
     PACING_ROW,
     SWITCH_LOG_LIMIT,
     SWITCH_LOG_PARTITION,
+    TRANSACTION_BYTES,
     TRANSACTION_OPERATIONS,
     USERS_PARTITION_PREFIX,
     WAVE_PARTITION,
@@ -107,6 +110,59 @@ def _indexes_current(row_key: str, working: Mapping[str, OutcomeStatus]) -> bool
     """Whether index row `row_key` (`~w|<status>|<key>`) names the status its outcome has."""
     _, status, key = row_key.split("|", 2)
     return key in working and working[key].value == status
+
+
+Operation = tuple[str, dict[str, Any], dict[str, Any]]
+
+
+def _row_operations(entity: dict[str, Any], before: OutcomeStatus | None, etag: str | None) -> list[Operation]:
+    """The operations that save one outcome row in a wave with counts: the row (on its ETag), its
+    old index row out, its new one in, and the move for the counts."""
+    after = OutcomeStatus(entity["status"])
+    wave_id, key = str(entity["PartitionKey"]), str(entity["RowKey"])
+    ops: list[Operation] = [
+        (
+            "update",
+            entity,
+            {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified},
+        )
+        if etag
+        else ("create", entity, {})
+    ]
+    if before in WORK_STATUSES and before is not after:
+        ops.append(("delete", {"PartitionKey": wave_id, "RowKey": index_key(before, key)}, {}))
+    if after in WORK_STATUSES:
+        ops.append(("upsert", index_entity(entity), {"mode": UpdateMode.REPLACE}))
+    move = move_of(before, after)
+    if move is not None:
+        ops.append(("create", journal_entity(wave_id, move, datetime.now(UTC)), {}))
+    return ops
+
+
+@dataclass(frozen=True)
+class _RowChange:
+    outcome: Outcome
+    etag: str
+    ops: list[Operation]
+
+
+def _change_chunks(rows: Sequence[_RowChange]) -> list[list[_RowChange]]:
+    """Rows grouped into transactions Table Storage accepts: at most 100 operations and about
+    3.5 MB of payload, a row's operations never split."""
+    chunks: list[list[_RowChange]] = []
+    chunk: list[_RowChange] = []
+    count = size = 0
+    for row in rows:
+        weight = len(json.dumps(row.ops[0][1], default=str).encode("utf-8")) + 512 * len(row.ops)
+        if chunk and (count + len(row.ops) > TRANSACTION_OPERATIONS or size + weight > TRANSACTION_BYTES):
+            chunks.append(chunk)
+            chunk, count, size = [], 0, 0
+        chunk.append(row)
+        count += len(row.ops)
+        size += weight
+    if chunk:
+        chunks.append(chunk)
+    return chunks
 
 
 class _StatusMemo:
@@ -299,6 +355,26 @@ class Ledger(OwnsClients):
         self._statuses.remember(wave_id, key, etag, outcome.status)
         return Versioned(outcome, etag)
 
+    async def get_outcomes(
+        self, wave_id: str, keys: Collection[str], status: OutcomeStatus
+    ) -> dict[str, Versioned[Outcome]]:
+        """The rows named by `keys` that are in `status`, by key, with their ETags: one query over
+        the range of the keys, filtered by status on the server (the host parses only matches)."""
+        wave_id = check_key(wave_id, "wave id")
+        wanted = {check_key(k, "outcome key") for k in keys}
+        if not wanted:
+            return {}
+        params: dict[str, Any] = {"pk": wave_id, "low": min(wanted), "high": max(wanted), "status": status.value}
+        clauses = ["PartitionKey eq @pk", "RowKey ge @low", "RowKey le @high", "status eq @status"]
+        found: dict[str, Versioned[Outcome]] = {}
+        async for entity in self._query(OUTCOMES, clauses, params, None, None):
+            key, etag = str(entity["RowKey"]), str(entity.metadata["etag"])
+            if key in wanted:
+                outcome = outcome_from_entity(entity)
+                self._statuses.remember(wave_id, key, etag, outcome.status)
+                found[key] = Versioned(outcome, etag)
+        return found
+
     async def save_outcome(self, outcome: Outcome, etag: str | None) -> str:
         """In a wave with counts (`index_outcomes`), one entity-group transaction: the row (with
         its ETag), its index rows and the move, so the counts and the index never drift from the
@@ -320,24 +396,7 @@ class Ledger(OwnsClients):
     async def _save_indexed(
         self, entity: dict[str, Any], before: OutcomeStatus | None, etag: str | None, what: str
     ) -> str:
-        after = OutcomeStatus(entity["status"])
-        wave_id, key = str(entity["PartitionKey"]), str(entity["RowKey"])
-        ops: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
-            (
-                "update",
-                entity,
-                {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified},
-            )
-            if etag
-            else ("create", entity, {})
-        ]
-        if before in WORK_STATUSES and before is not after:
-            ops.append(("delete", {"PartitionKey": wave_id, "RowKey": index_key(before, key)}, {}))
-        if after in WORK_STATUSES:
-            ops.append(("upsert", index_entity(entity), {"mode": UpdateMode.REPLACE}))
-        move = move_of(before, after)
-        if move is not None:
-            ops.append(("create", journal_entity(wave_id, move, datetime.now(UTC)), {}))
+        ops = _row_operations(entity, before, etag)
         if len(ops) == 1:
             return await (self._replace(OUTCOMES, entity, etag, what) if etag else self._insert(OUTCOMES, entity, what))
         while True:
@@ -356,6 +415,55 @@ class Ledger(OwnsClients):
                     ) from None
                 raise
             return str(done[0]["etag"])
+
+    async def save_outcomes(self, wave_id: str, changes: Sequence[tuple[Outcome, str]]) -> dict[str, str]:
+        """Changes of existing rows of one wave, each with the ETag it was read at, in entity-group
+        transactions of up to 25 rows (4 operations each). A transaction that fails (a row changed
+        since it was read) changes nothing, so its rows are then saved one by one and the others
+        still go. The keys of the rows saved, with their new ETags; a row that changed is left out."""
+        wave_id = check_key(wave_id, "wave id")
+        if any(o.wave_id != wave_id for o, _ in changes):
+            raise ValueError(f"save_outcomes takes rows of wave {wave_id} only")
+        if not changes or not await self._has_counts(wave_id):
+            return await self._save_each(changes)
+        rows: list[_RowChange] = []
+        for outcome, etag in changes:
+            entity = outcome_to_entity(outcome)
+            with contextlib.suppress(ConcurrencyConflict):
+                before = await self._status_at(wave_id, outcome.key, etag, f"outcome {wave_id}/{outcome.key}")
+                rows.append(_RowChange(outcome, etag, _row_operations(entity, before, etag)))
+        limit = asyncio.Semaphore(WRITE_CONCURRENCY)
+
+        async def submit(chunk: list[_RowChange]) -> dict[str, str]:
+            async with limit:
+                return await self._save_chunk(wave_id, chunk)
+
+        saved: dict[str, str] = {}
+        for done in await asyncio.gather(*(submit(chunk) for chunk in _change_chunks(rows))):
+            saved |= done
+        return saved
+
+    async def _save_chunk(self, wave_id: str, chunk: list[_RowChange]) -> dict[str, str]:
+        try:
+            done = await self._clients[OUTCOMES].submit_transaction([op for row in chunk for op in row.ops])
+        except TableTransactionError:
+            # Nothing in the transaction was written: one row changed, or an index row was missing.
+            return await self._save_each([(row.outcome, row.etag) for row in chunk])
+        saved: dict[str, str] = {}
+        at = 0
+        for row in chunk:
+            etag = str(done[at]["etag"])
+            self._statuses.remember(wave_id, row.outcome.key, etag, row.outcome.status)
+            saved[row.outcome.key] = etag
+            at += len(row.ops)
+        return saved
+
+    async def _save_each(self, changes: Sequence[tuple[Outcome, str]]) -> dict[str, str]:
+        saved: dict[str, str] = {}
+        for outcome, etag in changes:
+            with contextlib.suppress(ConcurrencyConflict):
+                saved[outcome.key] = await self.save_outcome(outcome, etag)
+        return saved
 
     async def _status_at(self, wave_id: str, key: str, etag: str, what: str) -> OutcomeStatus:
         known = self._statuses.get(wave_id, key, etag)

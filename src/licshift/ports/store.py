@@ -63,9 +63,22 @@ class LedgerStore(Protocol):
 
     async def get_outcome(self, wave_id: str, user_id: str, sku_id: str) -> Versioned[Outcome] | None: ...
 
+    async def get_outcomes(
+        self, wave_id: str, keys: Collection[str], status: OutcomeStatus
+    ) -> dict[str, Versioned[Outcome]]:
+        """The rows named by `keys` (outcome keys) still in `status`, by key, with their ETags, in
+        one query over the range of the keys."""
+        ...
+
     async def save_outcome(self, outcome: Outcome, etag: str | None) -> str:
         """Replace if unchanged since `etag` (insert if etag is None and absent), else ConcurrencyConflict.
         In a wave with counts, the row, its index rows and the status move are one transaction."""
+        ...
+
+    async def save_outcomes(self, wave_id: str, changes: Sequence[tuple[Outcome, str]]) -> dict[str, str]:
+        """Existing rows of one wave, each replaced if unchanged since its ETag, in few transactions
+        (with their index rows and moves); a row that changed is left out and the others still go.
+        The keys of the rows saved, with their new ETags."""
         ...
 
     async def count_outcomes(self, wave_id: str) -> dict[OutcomeStatus, int]:

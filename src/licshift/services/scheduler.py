@@ -634,37 +634,57 @@ async def _enqueue_planned(
     if candidates:
         cursor = candidates[-1].key
     candidates = await holds.passed_over(ctx, wave, candidates)
+    # Each row keeps the slot of its position, so the slice stays spread over the schedule.
+    slot_of = {row.key: slot for row, slot in zip(candidates, slots, strict=False)}
+    marked = await _mark_enqueued(ctx, wave.wave_id, [row for row in candidates if row.key in slot_of])
     limit = asyncio.Semaphore(ENQUEUE_CONCURRENCY)
 
-    async def one(row: Outcome, slot: float) -> Outcome | None:
+    async def one(mark: _Marked) -> Outcome:
         async with limit:
-            return await _enqueue_one(ctx, row, slot)
+            return await _send_removal(ctx, mark, slot_of[mark.enqueued.key])
 
-    # Each row keeps the slot of its position, so the slice stays spread over the schedule.
-    results = await asyncio.gather(*(one(row, slot) for row, slot in zip(candidates, slots, strict=False)))
-    return [r for r in results if r is not None], cursor
+    return list(await asyncio.gather(*(one(mark) for mark in marked))), cursor
 
 
-async def _enqueue_one(ctx: _Context, row: Outcome, slot: float) -> Outcome | None:
+@dataclass(frozen=True)
+class _Marked:
+    """A row this tick marked ENQUEUED: as it was before (to put back if its task cannot be sent)
+    and the ETag of the mark."""
+
+    before: Outcome
+    enqueued: Outcome
+    etag: str
+
+
+async def _mark_enqueued(ctx: _Context, wave_id: str, rows: list[Outcome]) -> list[_Marked]:
+    """Mark the rows still PLANNED ENQUEUED, in batches; those another tick or command changed
+    since they were read are left out (only the tick whose ETag matched sends)."""
+    # The index rows carry no ETag of their outcome, and the save replaces the whole row: read the
+    # rows, in one query over their range (they are the next PLANNED ones in key order).
+    found = await ctx.rt.ledger.get_outcomes(wave_id, [r.key for r in rows], OutcomeStatus.PLANNED)
+    current = [found[r.key] for r in rows if r.key in found]
+    changes = [
+        (replace(c.value, status=OutcomeStatus.ENQUEUED, actor=ACTOR, updated_at=ctx.now), c.etag) for c in current
+    ]
+    saved = await ctx.rt.ledger.save_outcomes(wave_id, changes)
+    return [
+        _Marked(c.value, new, saved[new.key]) for c, (new, _) in zip(current, changes, strict=True) if new.key in saved
+    ]
+
+
+async def _send_removal(ctx: _Context, mark: _Marked, slot: float) -> Outcome:
+    # Mark first, then send: a crash in between leaves an ENQUEUED row without a message, which
+    # the stale re-send picks up. A send that fails puts the row back to PLANNED.
     rt = ctx.rt
-    current = await rt.ledger.get_outcome(row.wave_id, row.user_id, row.sku_id)
-    if current is None or current.value.status is not OutcomeStatus.PLANNED:
-        return None
-    # Mark first, then send: if two ticks race, only the one whose ETag matched sends. A crash in
-    # between leaves an ENQUEUED row without a message, which the stale re-send picks up.
-    enqueued = replace(current.value, status=OutcomeStatus.ENQUEUED, actor=ACTOR, updated_at=ctx.now)
-    try:
-        etag = await rt.ledger.save_outcome(enqueued, current.etag)
-    except ConcurrencyConflict:
-        return None
+    row = mark.enqueued
     task = Task(TaskKind.REMOVE, row.wave_id, row.user_id, row.sku_id)
     try:
         await rt.queue.send(rt.settings.removals_queue, encode_task(task), delay_seconds=ctx.delay(slot))
     except Exception:
         with contextlib.suppress(ConcurrencyConflict):
-            await rt.ledger.save_outcome(current.value, etag)
+            await rt.ledger.save_outcome(mark.before, mark.etag)
         raise
-    return enqueued
+    return row
 
 
 async def _reconcile_stuck(ctx: _Context, wave: Wave) -> None:
