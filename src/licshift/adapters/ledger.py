@@ -23,7 +23,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableEntity, TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
-from licshift.adapters.clients import OwnsClients, storage_credential
+from licshift.adapters.clients import OwnsClients, environment_settings, storage_credential
 from licshift.adapters.entities import (
     ANSWER_PARTITION,
     CONTROL,
@@ -202,9 +202,11 @@ class Ledger(OwnsClients):
         self._tables = table_names(prefix)
         self.prefix = prefix
         if connection_string:
-            self._service = TableServiceClient.from_connection_string(connection_string)
+            self._service = TableServiceClient.from_connection_string(connection_string, **environment_settings())
         elif table_service_uri and credential is not None:
-            self._service = TableServiceClient(endpoint=table_service_uri, credential=credential)
+            self._service = TableServiceClient(
+                endpoint=table_service_uri, credential=credential, **environment_settings()
+            )
         else:
             raise SettingsError(
                 "no table storage configured: set LicshiftStorage to a connection string, or "

@@ -28,7 +28,7 @@ from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
-from licshift.adapters.clients import OwnsClients, storage_credential
+from licshift.adapters.clients import OwnsClients, environment_settings, storage_credential
 from licshift.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -94,9 +94,11 @@ class StorageQueues(OwnsClients):
         encoding: Encoding = "base64",
     ) -> None:
         if connection_string:
-            self._service = QueueServiceClient.from_connection_string(connection_string)
+            self._service = QueueServiceClient.from_connection_string(connection_string, **environment_settings())
         elif queue_service_uri and credential is not None:
-            self._service = QueueServiceClient(account_url=queue_service_uri, credential=credential)
+            self._service = QueueServiceClient(
+                account_url=queue_service_uri, credential=credential, **environment_settings()
+            )
         else:
             raise SettingsError(
                 "no queue storage configured: set LicshiftStorage to a connection string, or "
