@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
+from licshift.ports.store import LedgerStore
 from licshift.rules.messages import KillSwitch, Task, TaskKind, encode_task
-from licshift.rules.outcomes import OutcomeStatus
+from licshift.rules.outcomes import Outcome, OutcomeStatus
 from licshift.rules.waves import WaveStatus
 from licshift.services import intake, remover
 
@@ -118,3 +121,47 @@ async def test_a_removal_another_delivery_is_making_is_not_sent_twice(open_stack
     assert final.value.status is OutcomeStatus.REMOVED
     assert sim.counters.writes == 1
     assert graph_losses(sim) == []
+
+
+class StallAfterMark:
+    """The ledger as the remover sees it, except that right after it saves its REMOVING marker the
+    delivery stalls past the owner window (the clock jumps) and another delivery takes the row over."""
+
+    def __init__(self, ledger: LedgerStore, clock: list[datetime]) -> None:
+        self._ledger = ledger
+        self._clock = clock
+        self.took_over = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+    async def save_outcome(self, outcome: Outcome, etag: str | None) -> str:
+        saved = await self._ledger.save_outcome(outcome, etag)
+        if outcome.status is not OutcomeStatus.REMOVING or self.took_over:
+            return saved
+        self.took_over = True
+        self._clock[0] += timedelta(seconds=remover.OWNER_SECONDS + 1)
+        await self._ledger.save_outcome(
+            replace(outcome, attempts=outcome.attempts + 1, updated_at=self._clock[0]), saved
+        )
+        return saved  # the stalled delivery still holds the ETag of its own marker
+
+
+async def test_a_delivery_that_stalled_after_marking_leaves_the_removal_to_the_one_that_took_over(
+    open_stack: OpenStack,
+) -> None:
+    async with simulator(small_tenant(1)) as sim, open_stack(sim) as stack:
+        group = sim.scenario.id("all")
+        await stack.enqueue({"command": "kill-switch", "on": True})
+        wave_id = await stack.enqueue(start(group, force=True))
+        await stack.wait_for_wave(wave_id, {"removing"}, 30)
+        await intake.set_kill_switch(stack.rt, KillSwitch(on=False, requested_by="tests"))
+        (row,) = await stack.outcomes(wave_id)
+        clock = [datetime.now(UTC)]
+        ledger = StallAfterMark(stack.rt.ledger, clock)
+        rt = replace(stack.rt, ledger=cast(LedgerStore, ledger), clock=lambda: clock[0])
+        result = await remover.run_task(rt, Task(TaskKind.REMOVE, wave_id, row.user_id, row.sku_id))
+
+    assert ledger.took_over
+    assert result == "busy", "the row changed hands while this delivery stalled: it must not write"
+    assert sim.counters.writes == 0
