@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from azure.core.exceptions import ServiceResponseError
 from azure.data.tables.aio import TableClient
 
 import factories
@@ -323,3 +324,49 @@ async def test_a_tick_enqueues_by_index_resends_stuck_rows_and_counts_exactly(
     assert {o.updated_at for o in resent} == {clock[0]}
     if indexed:
         await consistent(ledger, wave.wave_id)
+
+
+class LostAnswer:
+    """The Outcomes table client, except that the first transaction's answer is lost: the
+    connection breaks after Azurite applied it (`applied`) or before it reached Azurite."""
+
+    def __init__(self, client: TableClient, *, applied: bool) -> None:
+        self._client = client
+        self._applied = applied
+        self.broke = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def submit_transaction(self, operations: Any, **kwargs: Any) -> Any:
+        if self.broke:
+            return await self._client.submit_transaction(operations, **kwargs)
+        self.broke = True
+        if self._applied:
+            await self._client.submit_transaction(operations, **kwargs)
+        raise ServiceResponseError("Connection reset by peer")
+
+
+@pytest.mark.parametrize("applied", [True, False], ids=["applied", "not-applied"])
+async def test_a_batch_whose_answer_is_lost_saves_the_rest_and_never_claims_an_unknown_row(
+    ledger: Ledger, applied: bool
+) -> None:
+    """A row is reported saved only with the ETag of a save known to have happened: a transaction
+    applied without an answer leaves its rows out (they are in their new status; the caller treats
+    them as after a crash), one that never arrived is saved row by row."""
+    wave_id = await new_wave(ledger, [P] * 60)
+    loaded = [await ledger.get_outcome(wave_id, row(wave_id, n).user_id, E3) for n in range(60)]
+    current = [v for v in loaded if v is not None]
+    changes = [(dataclasses.replace(v.value, status=E, updated_at=T0 + timedelta(minutes=1)), v.etag) for v in current]
+    broken = LostAnswer(ledger._clients[OUTCOMES], applied=applied)
+    ledger._clients[OUTCOMES] = broken  # type: ignore[assignment]
+    try:
+        saved = await ledger.save_outcomes(wave_id, changes)
+    finally:
+        ledger._clients[OUTCOMES] = broken._client
+    assert broken.broke
+    counts = await consistent(ledger, wave_id)
+    assert counts[E] == 60, "every row ends ENQUEUED either way"
+    enqueued = await ledger.get_outcomes(wave_id, [v.value.key for v in current], E)
+    assert all(enqueued[k].etag == etag for k, etag in saved.items()), "a reported ETag is the row's"
+    assert len(saved) == (35 if applied else 60), "only the first transaction's 25 rows are unknown"

@@ -19,7 +19,13 @@ from typing import Any, Final
 
 from azure.core import MatchConditions
 from azure.core.credentials_async import AsyncTokenCredential
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import (
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 from azure.data.tables import TableEntity, TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
@@ -450,6 +456,18 @@ class Ledger(OwnsClients):
             done = await self._clients[OUTCOMES].submit_transaction([op for row in chunk for op in row.ops])
         except TableTransactionError:
             # Nothing in the transaction was written: one row changed, or an index row was missing.
+            return await self._save_each([(row.outcome, row.etag) for row in chunk])
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            # The connection broke with the answer unknown (Azurite resets connections under load;
+            # the SDK's retries gave up): the transaction may or may not have been applied. Saved
+            # one by one from the same ETags, the rows it applied conflict and are left out (their
+            # change is in place; the caller treats them as not saved, as after a crash), the others go.
+            log.warning(
+                "a transaction of %d outcome rows of wave %s got no answer (%s); saving them one by one",
+                len(chunk),
+                wave_id,
+                exc,
+            )
             return await self._save_each([(row.outcome, row.etag) for row in chunk])
         saved: dict[str, str] = {}
         at = 0
