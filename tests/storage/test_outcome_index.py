@@ -1,7 +1,10 @@
 """A wave's counts and work index against Azurite: every status change of an outcome is one
 transaction (row, index rows, move), a stale ETag changes nothing, the counts fold exactly, readers
 of outcomes never see the rows beside them, and waves written before the index still work. Then the
-scheduler's tick over them: it enqueues and re-sends what it finds by index, with exact counters."""
+scheduler's tick over them: it enqueues and re-sends what it finds by index, with exact counters.
+
+Each test runs on a wave spread over shard partitions (what this version writes) and on a wave in
+one partition (what versions before shards wrote, and still read the same way)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import dataclasses
 import random
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +22,14 @@ from azure.core.exceptions import ServiceResponseError
 from azure.data.tables.aio import TableClient
 
 import factories
-from licshift.adapters.entities import COUNTS_ROW, OUTCOMES, index_key
+from licshift.adapters.entities import (
+    COUNTS_ROW,
+    OUTCOME_SHARDS,
+    OUTCOMES,
+    SHARDS_ROW,
+    index_key,
+    outcome_partition,
+)
 from licshift.adapters.ledger import Ledger
 from licshift.ports.graph import GroupLicenseInfo
 from licshift.ports.store import ConcurrencyConflict
@@ -50,13 +61,35 @@ def row(wave_id: str, n: int, status: OutcomeStatus = P, **changes: Any) -> Outc
     return dataclasses.replace(outcome, **changes)
 
 
-async def partition(ledger: Ledger, wave_id: str) -> dict[str, dict[str, Any]]:
-    """Every row of the wave's partition, raw (outcomes, counts, journal and index rows)."""
+@pytest.fixture(params=[OUTCOME_SHARDS, 1], ids=["shards", "one-partition"])
+async def ledger(request: pytest.FixtureRequest, storage_connection_string: str) -> AsyncIterator[Ledger]:
+    """A ledger that writes new waves over shard partitions, or in one (as before shards)."""
+    store = Ledger(storage_connection_string, prefix=f"t{uuid.uuid4().hex[:12]}", outcome_shards=request.param)
+    await store.ensure_tables()
+    try:
+        yield store
+    finally:
+        await store.delete_tables()
+        await store.aclose()
+
+
+ONE_PARTITION = pytest.mark.parametrize("ledger", [1], indirect=True, ids=["one-partition"])
+"""For waves as versions before the index wrote them: those never had shards either."""
+
+
+async def raw(ledger: Ledger, wave_id: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every row of every partition of the wave, raw (outcomes, counts, journal, index and shards
+    rows), by (PartitionKey, RowKey)."""
     client: TableClient = ledger._clients[OUTCOMES]
-    return {
-        str(e["RowKey"]): dict(e)
-        async for e in client.query_entities("PartitionKey eq @pk", parameters={"pk": wave_id})
-    }
+    query = client.query_entities(
+        "PartitionKey ge @pk and PartitionKey le @last", parameters={"pk": wave_id, "last": wave_id + "|~"}
+    )
+    return {(str(e["PartitionKey"]), str(e["RowKey"])): dict(e) async for e in query}
+
+
+async def partition(ledger: Ledger, wave_id: str) -> list[str]:
+    """The RowKeys of the wave's rows, in every partition (a counts row once per partition)."""
+    return sorted(row_key for _, row_key in await raw(ledger, wave_id))
 
 
 async def consistent(ledger: Ledger, wave_id: str) -> dict[OutcomeStatus, int]:
@@ -64,8 +97,13 @@ async def consistent(ledger: Ledger, wave_id: str) -> dict[OutcomeStatus, int]:
     rows = [o async for o in ledger.iter_outcomes(wave_id)]
     counts = await ledger.count_outcomes(wave_id)
     assert counts == {**empty_counts(), **Counter(o.status for o in rows)}
-    index = {k for k in await partition(ledger, wave_id) if k.startswith("~w|")}
-    assert index == {index_key(o.status, o.key) for o in rows if o.status in WORK_STATUSES}
+    index = {(pk, rk) for pk, rk in await raw(ledger, wave_id) if rk.startswith("~w|")}
+    shards = await ledger._shards(wave_id)
+    assert index == {
+        (outcome_partition(wave_id, o.key, shards), index_key(o.status, o.key))
+        for o in rows
+        if o.status in WORK_STATUSES
+    }
     for status in WORK_STATUSES:
         listed = [o.key async for o in ledger.iter_work(wave_id, status)]
         assert listed == sorted(o.key for o in rows if o.status is status)
@@ -103,13 +141,13 @@ async def test_a_stale_etag_changes_nothing_at_all(ledger: Ledger) -> None:
     loaded = await ledger.get_outcome(wave_id, row(wave_id, 0).user_id, E3)
     assert loaded is not None
     await ledger.save_outcome(dataclasses.replace(loaded.value, status=E), loaded.etag)
-    before = await partition(ledger, wave_id)
+    before = await raw(ledger, wave_id)
     for status in (OutcomeStatus.FAILED, E, P):
         with pytest.raises(ConcurrencyConflict):
             await ledger.save_outcome(dataclasses.replace(loaded.value, status=status), loaded.etag)
     with pytest.raises(ConcurrencyConflict):
         await ledger.save_outcome(row(wave_id, 1, OutcomeStatus.REMOVED), None)  # exists already
-    assert await partition(ledger, wave_id) == before
+    assert await raw(ledger, wave_id) == before
     assert (await consistent(ledger, wave_id))[E] == 1
 
 
@@ -135,7 +173,8 @@ async def test_a_missing_index_row_does_not_block_the_row_and_is_put_right(ledge
     wave_id = await new_wave(ledger, [P])
     loaded = await ledger.get_outcome(wave_id, row(wave_id, 0).user_id, E3)
     assert loaded is not None
-    await ledger._clients[OUTCOMES].delete_entity(wave_id, index_key(P, loaded.value.key))  # a hand edit
+    where = outcome_partition(wave_id, loaded.value.key, await ledger._shards(wave_id))
+    await ledger._clients[OUTCOMES].delete_entity(where, index_key(P, loaded.value.key))  # a hand edit
     await ledger.save_outcome(dataclasses.replace(loaded.value, status=E), loaded.etag)
     assert (await consistent(ledger, wave_id))[E] == 1
 
@@ -145,9 +184,9 @@ async def test_readers_of_outcomes_never_see_the_rows_beside_them(ledger: Ledger
     loaded = await ledger.get_outcome(wave_id, row(wave_id, 0).user_id, E3)
     assert loaded is not None
     await ledger.save_outcome(dataclasses.replace(loaded.value, status=E), loaded.etag)  # a journal row
-    raw = await partition(ledger, wave_id)
-    assert COUNTS_ROW in raw
-    assert {k[:3] for k in raw if k.startswith("~") and k != COUNTS_ROW} == {"~w|", "~j|"}
+    row_keys = await partition(ledger, wave_id)
+    assert COUNTS_ROW in row_keys
+    assert {k[:3] for k in row_keys if k.startswith("~") and k not in (COUNTS_ROW, SHARDS_ROW)} == {"~w|", "~j|"}
     every = [o async for o in ledger.iter_outcomes(wave_id)]
     assert [o.user_id for o in every] == [row(wave_id, n).user_id for n in range(4)]
     assert [o async for o in ledger.iter_outcomes(wave_id, statuses=[E], fields=("user_id",))] != []
@@ -179,6 +218,7 @@ async def test_a_rescan_over_old_rows_is_reindexed_from_the_rows(ledger: Ledger)
     await consistent(ledger, wave_id)
 
 
+@ONE_PARTITION
 async def test_a_wave_written_before_the_index_is_counted_and_searched_from_its_rows(ledger: Ledger) -> None:
     wave_id = str(uuid.uuid4())
     for n, status in enumerate([P, P, E, OutcomeStatus.REMOVED]):
@@ -288,7 +328,12 @@ async def removing_wave(ledger: Ledger, now: datetime, *, indexed: bool) -> Wave
     return wave
 
 
-@pytest.mark.parametrize("indexed", [True, False], ids=["indexed", "older-wave"])
+@pytest.mark.parametrize(
+    ("ledger", "indexed"),
+    [(OUTCOME_SHARDS, True), (1, True), (1, False)],
+    indirect=["ledger"],
+    ids=["indexed-shards", "indexed-one-partition", "older-wave"],
+)
 async def test_a_tick_enqueues_by_index_resends_stuck_rows_and_counts_exactly(
     ledger: Ledger, work_queue: HostQueues, indexed: bool
 ) -> None:

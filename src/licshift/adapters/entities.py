@@ -18,6 +18,7 @@ import hashlib
 import json
 import re
 import secrets
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -72,6 +73,11 @@ LEDGER_ROWS: Final = "~"
 """Rows of an Outcomes partition that are not outcomes have RowKeys from here on ("~" sorts after
 every character of a user id or SKU id): readers of outcomes stop before it."""
 COUNTS_ROW: Final = "~c"
+SHARDS_ROW: Final = "~s"
+"""In partition `<wave id>` of a wave whose outcomes are spread over shard partitions: how many."""
+OUTCOME_SHARDS: Final = 16
+"""Shard partitions per new wave: 100,000 rows keep each under ~6,300 outcome rows and within a
+partition's throughput target while the scan writes them (docs/ledger.md)."""
 JOURNAL_PREFIX: Final = "~j|"
 INDEX_PREFIX: Final = "~w|"
 _INDEXED_FIELDS: Final = ("PartitionKey", "user_id", "sku_id", "status", "relied_on", "updated_at", "not_before")
@@ -317,11 +323,35 @@ def wave_from_entity(entity: Mapping[str, Any], users: frozenset[str] | None = N
         raise LedgerCorrupt(f"wave row {wave_id!r} cannot be read: {exc}") from exc
 
 
-def outcome_to_entity(outcome: Outcome) -> dict[str, Any]:
+def outcome_partition(wave_id: str, key: str, shards: int) -> str:
+    """The partition of outcome `key` in a wave spread over `shards` partitions (1: the wave id
+    itself, as before shards). CRC-32 rather than hash(): every process must agree, forever."""
+    if shards == 1:
+        return wave_id
+    return f"{wave_id}|{zlib.crc32(key.encode('utf-8')) % shards:02d}"
+
+
+def outcome_partitions(wave_id: str, shards: int) -> list[str]:
+    """Every partition holding outcomes of the wave, in order."""
+    return [wave_id] if shards == 1 else [f"{wave_id}|{n:02d}" for n in range(shards)]
+
+
+def shards_to_entity(wave_id: str, shards: int) -> dict[str, Any]:
+    return {"PartitionKey": wave_id, "RowKey": SHARDS_ROW, "schema": SCHEMA_VERSION, "shards": shards}
+
+
+def shards_from_entity(entity: Mapping[str, Any]) -> int:
+    shards = _read_int(entity.get("shards"))
+    if not 1 <= shards <= 100:
+        raise LedgerCorrupt(f"shards row of wave {entity.get('PartitionKey')!r} names {shards} partitions")
+    return shards
+
+
+def outcome_to_entity(outcome: Outcome, shards: int = 1) -> dict[str, Any]:
     wave_id = check_key(outcome.wave_id, "wave id")
     key = check_key(outcome_key(outcome.user_id, outcome.sku_id), "outcome key")
     entity: dict[str, Any] = {
-        "PartitionKey": wave_id,
+        "PartitionKey": outcome_partition(wave_id, key, shards),
         "RowKey": key,
         "user_id": _fit(outcome.user_id, "user id"),
         "sku_id": _fit(outcome.sku_id, "sku id"),
@@ -349,7 +379,8 @@ def outcome_to_entity(outcome: Outcome) -> dict[str, Any]:
     return entity
 
 
-def outcome_from_entity(entity: Mapping[str, Any]) -> Outcome:
+def outcome_from_entity(entity: Mapping[str, Any], wave_id: str | None = None) -> Outcome:
+    """`wave_id` must be given for a row of a shard partition (`<wave id>|<nn>`)."""
     where = f"outcome row {entity.get('PartitionKey')!r}/{entity.get('RowKey')!r}"
     try:
         snapshot_text = _text(entity, "snapshot")
@@ -358,7 +389,7 @@ def outcome_from_entity(entity: Mapping[str, Any]) -> Outcome:
         removed = entity.get("removed_at")
         relied_text = _text(entity, "relied_on")
         return Outcome(
-            wave_id=str(entity["PartitionKey"]),
+            wave_id=str(entity["PartitionKey"]) if wave_id is None else wave_id,
             user_id=_text(entity, "user_id"),
             sku_id=_text(entity, "sku_id"),
             status=OutcomeStatus(_text(entity, "status")),

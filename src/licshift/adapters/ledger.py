@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import json
 import logging
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections import Counter, OrderedDict
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
@@ -43,8 +44,10 @@ from licshift.adapters.entities import (
     JOURNAL_PREFIX,
     LEASE_ROW,
     LEDGER_ROWS,
+    OUTCOME_SHARDS,
     OUTCOMES,
     PACING_ROW,
+    SHARDS_ROW,
     SWITCH_LOG_LIMIT,
     SWITCH_LOG_PARTITION,
     TRANSACTION_BYTES,
@@ -76,7 +79,11 @@ from licshift.adapters.entities import (
     journal_entity,
     move_from_entity,
     outcome_from_entity,
+    outcome_partition,
+    outcome_partitions,
     outcome_to_entity,
+    shards_from_entity,
+    shards_to_entity,
     table_names,
     transaction_chunks,
     users_from_rows,
@@ -204,7 +211,12 @@ class Ledger(OwnsClients):
         table_service_uri: str | None = None,
         credential: AsyncTokenCredential | None = None,
         owns_credential: bool = False,
+        outcome_shards: int = OUTCOME_SHARDS,
     ) -> None:
+        if not 1 <= outcome_shards <= 100:
+            raise ValueError(f"outcome_shards must be 1 to 100, got {outcome_shards}")
+        self._outcome_shards = outcome_shards
+        """Partitions for the outcomes of a wave this ledger writes first (1: one, as before shards)."""
         self._tables = table_names(prefix)
         self.prefix = prefix
         if connection_string:
@@ -225,7 +237,11 @@ class Ledger(OwnsClients):
         self._users_written: set[tuple[str, str]] = set()
         self._statuses = _StatusMemo()
         self._counted: set[str] = set()
-        """Waves known to keep counts (a wave never stops keeping them)."""
+        """Outcomes partitions known to keep counts (a partition never stops keeping them)."""
+        self._layouts: dict[str, int] = {}
+        """Partitions per wave, once decided (never changes for a wave)."""
+        self._scanned: dict[str, dict[str, Counter[OutcomeStatus]]] = {}
+        """Rows per partition and status `put_outcomes` wrote of a sharded wave not indexed yet."""
 
     @staticmethod
     def from_settings(settings: Settings, credential: AsyncTokenCredential | None = None) -> Ledger:
@@ -333,15 +349,53 @@ class Ledger(OwnsClients):
 
     # Outcomes ------------------------------------------------------------------------------------
 
+    async def _shards(self, wave_id: str, *, writing: bool = False) -> int:
+        """How many partitions hold the wave's outcomes: what its shards row says, else 1 (a wave
+        an older version wrote, all in partition `<wave id>`). The first write of a wave that has
+        no row yet decides it for good and records it; until then a reader sees one empty partition."""
+        known = self._layouts.get(wave_id)
+        if known is not None:
+            return known
+        client = self._clients[OUTCOMES]
+        while True:
+            try:
+                shards = shards_from_entity(await client.get_entity(wave_id, SHARDS_ROW))
+                break
+            except ResourceNotFoundError:
+                pass
+            if [e async for e in self._query(OUTCOMES, ["PartitionKey eq @pk"], {"pk": wave_id}, 1, ["RowKey"])]:
+                shards = 1  # rows (or a counts row) in the wave's own partition: written before shards
+                break
+            if not writing or self._outcome_shards == 1:
+                return 1  # nothing written yet: not decided, so not remembered
+            try:
+                await client.create_entity(shards_to_entity(wave_id, self._outcome_shards))
+            except ResourceExistsError:
+                continue  # another writer decided first: read what it recorded
+            shards = self._outcome_shards
+            break
+        self._layouts[wave_id] = shards
+        return shards
+
+    async def _partitions(self, wave_id: str) -> list[str]:
+        return outcome_partitions(wave_id, await self._shards(wave_id))
+
     async def put_outcomes(self, outcomes: Sequence[Outcome]) -> None:
         """The scan's rows (and the index rows of those in a work status), upserted in transactions
-        of at most 100 operations. Before `index_outcomes` only: an upsert records no move."""
+        of at most 100 operations, one partition each. Before `index_outcomes` only: an upsert
+        records no move (what each shard got is remembered, for its counts row)."""
         if not outcomes:
             return
+        shards: dict[str, int] = {}
+        for wave_id in sorted({o.wave_id for o in outcomes}):
+            shards[wave_id] = await self._shards(check_key(wave_id, "wave id"), writing=True)
         entities = []
         for outcome in outcomes:
-            entity = outcome_to_entity(outcome)
+            entity = outcome_to_entity(outcome, shards[outcome.wave_id])
             entities.append(entity)
+            if shards[outcome.wave_id] > 1:
+                scanned = self._scanned.setdefault(outcome.wave_id, {})
+                scanned.setdefault(str(entity["PartitionKey"]), Counter())[outcome.status] += 1
             if outcome.status in WORK_STATUSES:
                 entities.append(index_entity(entity))
         limit = asyncio.Semaphore(WRITE_CONCURRENCY)
@@ -355,32 +409,42 @@ class Ledger(OwnsClients):
 
     async def get_outcome(self, wave_id: str, user_id: str, sku_id: str) -> Versioned[Outcome] | None:
         key = check_key(outcome_key(user_id, sku_id), "outcome key")
+        shards = await self._shards(check_key(wave_id, "wave id"))
         try:
-            entity = await self._clients[OUTCOMES].get_entity(check_key(wave_id, "wave id"), key)
+            entity = await self._clients[OUTCOMES].get_entity(outcome_partition(wave_id, key, shards), key)
         except ResourceNotFoundError:
             return None
-        outcome, etag = outcome_from_entity(entity), str(entity.metadata["etag"])
+        outcome, etag = outcome_from_entity(entity, wave_id), str(entity.metadata["etag"])
         self._statuses.remember(wave_id, key, etag, outcome.status)
         return Versioned(outcome, etag)
 
     async def get_outcomes(
         self, wave_id: str, keys: Collection[str], status: OutcomeStatus
     ) -> dict[str, Versioned[Outcome]]:
-        """The rows named by `keys` that are in `status`, by key, with their ETags: one query over
-        the range of the keys, filtered by status on the server (the host parses only matches)."""
+        """The rows named by `keys` that are in `status`, by key, with their ETags: one query per
+        partition over the range of its keys, filtered by status on the server (the host parses
+        only matches)."""
         wave_id = check_key(wave_id, "wave id")
         wanted = {check_key(k, "outcome key") for k in keys}
         if not wanted:
             return {}
-        params: dict[str, Any] = {"pk": wave_id, "low": min(wanted), "high": max(wanted), "status": status.value}
-        clauses = ["PartitionKey eq @pk", "RowKey ge @low", "RowKey le @high", "status eq @status"]
+        shards = await self._shards(wave_id)
+        by_partition: dict[str, set[str]] = {}
+        for key in wanted:
+            by_partition.setdefault(outcome_partition(wave_id, key, shards), set()).add(key)
         found: dict[str, Versioned[Outcome]] = {}
-        async for entity in self._query(OUTCOMES, clauses, params, None, None):
-            key, etag = str(entity["RowKey"]), str(entity.metadata["etag"])
-            if key in wanted:
-                outcome = outcome_from_entity(entity)
-                self._statuses.remember(wave_id, key, etag, outcome.status)
-                found[key] = Versioned(outcome, etag)
+
+        async def read(partition: str, mine: set[str]) -> None:
+            params: dict[str, Any] = {"pk": partition, "low": min(mine), "high": max(mine), "status": status.value}
+            clauses = ["PartitionKey eq @pk", "RowKey ge @low", "RowKey le @high", "status eq @status"]
+            async for entity in self._query(OUTCOMES, clauses, params, None, None):
+                key, etag = str(entity["RowKey"]), str(entity.metadata["etag"])
+                if key in mine:
+                    outcome = outcome_from_entity(entity, wave_id)
+                    self._statuses.remember(wave_id, key, etag, outcome.status)
+                    found[key] = Versioned(outcome, etag)
+
+        await asyncio.gather(*(read(p, mine) for p, mine in sorted(by_partition.items())))
         return found
 
     async def save_outcome(self, outcome: Outcome, etag: str | None) -> str:
@@ -388,15 +452,16 @@ class Ledger(OwnsClients):
         its ETag), its index rows and the move, so the counts and the index never drift from the
         rows. The status the row had at `etag` comes from this ledger's own reads and writes (an
         ETag names one version of a row, so that never goes stale), else from one read."""
-        entity = outcome_to_entity(outcome)
-        wave_id, key = str(entity["PartitionKey"]), str(entity["RowKey"])
+        wave_id = check_key(outcome.wave_id, "wave id")
+        entity = outcome_to_entity(outcome, await self._shards(wave_id, writing=True))
+        partition, key = str(entity["PartitionKey"]), str(entity["RowKey"])
         what = f"outcome {outcome.wave_id}/{outcome.key}"
-        if not await self._has_counts(wave_id):
+        if not await self._has_counts(partition):
             new_etag = await (
                 self._replace(OUTCOMES, entity, etag, what) if etag else self._insert(OUTCOMES, entity, what)
             )
         else:
-            before = await self._status_at(wave_id, key, etag, what) if etag else None
+            before = await self._status_at(wave_id, partition, key, etag, what) if etag else None
             new_etag = await self._save_indexed(entity, before, etag, what)
         self._statuses.remember(wave_id, key, new_etag, outcome.status)
         return new_etag
@@ -426,28 +491,41 @@ class Ledger(OwnsClients):
 
     async def save_outcomes(self, wave_id: str, changes: Sequence[tuple[Outcome, str]]) -> dict[str, str]:
         """Changes of existing rows of one wave, each with the ETag it was read at, in entity-group
-        transactions of up to 25 rows (4 operations each). A transaction that fails (a row changed
-        since it was read) changes nothing, so its rows are then saved one by one and the others
-        still go. The keys of the rows saved, with their new ETags; a row that changed is left out."""
+        transactions of up to 25 rows (4 operations each) of one partition. A transaction that fails
+        (a row changed since it was read) changes nothing, so its rows are then saved one by one and
+        the others still go. The keys of the rows saved, with their new ETags; a row that changed is
+        left out."""
         wave_id = check_key(wave_id, "wave id")
         if any(o.wave_id != wave_id for o, _ in changes):
             raise ValueError(f"save_outcomes takes rows of wave {wave_id} only")
-        if not changes or not await self._has_counts(wave_id):
-            return await self._save_each(changes)
-        rows: list[_RowChange] = []
+        if not changes:
+            return {}
+        shards = await self._shards(wave_id, writing=True)
+        by_partition: dict[str, list[tuple[Outcome, str, dict[str, Any]]]] = {}
         for outcome, etag in changes:
-            entity = outcome_to_entity(outcome)
-            with contextlib.suppress(ConcurrencyConflict):
-                before = await self._status_at(wave_id, outcome.key, etag, f"outcome {wave_id}/{outcome.key}")
-                rows.append(_RowChange(outcome, etag, _row_operations(entity, before, etag)))
+            entity = outcome_to_entity(outcome, shards)
+            by_partition.setdefault(str(entity["PartitionKey"]), []).append((outcome, etag, entity))
+        plain: list[tuple[Outcome, str]] = []
+        chunks: list[list[_RowChange]] = []
+        for partition, mine in by_partition.items():
+            if not await self._has_counts(partition):
+                plain += [(outcome, etag) for outcome, etag, _ in mine]
+                continue
+            rows: list[_RowChange] = []
+            for outcome, etag, entity in mine:
+                with contextlib.suppress(ConcurrencyConflict):
+                    what = f"outcome {wave_id}/{outcome.key}"
+                    before = await self._status_at(wave_id, partition, outcome.key, etag, what)
+                    rows.append(_RowChange(outcome, etag, _row_operations(entity, before, etag)))
+            chunks += _change_chunks(rows)
         limit = asyncio.Semaphore(WRITE_CONCURRENCY)
 
         async def submit(chunk: list[_RowChange]) -> dict[str, str]:
             async with limit:
                 return await self._save_chunk(wave_id, chunk)
 
-        saved: dict[str, str] = {}
-        for done in await asyncio.gather(*(submit(chunk) for chunk in _change_chunks(rows))):
+        saved = await self._save_each(plain)
+        for done in await asyncio.gather(*(submit(chunk) for chunk in chunks)):
             saved |= done
         return saved
 
@@ -485,48 +563,75 @@ class Ledger(OwnsClients):
                 saved[outcome.key] = await self.save_outcome(outcome, etag)
         return saved
 
-    async def _status_at(self, wave_id: str, key: str, etag: str, what: str) -> OutcomeStatus:
+    async def _status_at(self, wave_id: str, partition: str, key: str, etag: str, what: str) -> OutcomeStatus:
         known = self._statuses.get(wave_id, key, etag)
         if known is not None:
             return known
         try:
-            entity = await self._clients[OUTCOMES].get_entity(wave_id, key, select=["status"])
+            entity = await self._clients[OUTCOMES].get_entity(partition, key, select=["status"])
         except ResourceNotFoundError:
             raise ConcurrencyConflict(f"{what} no longer exists") from None
         if str(entity.metadata["etag"]) != etag:
             raise ConcurrencyConflict(f"{what} changed since it was read: read it again and re-decide")
         return OutcomeStatus(str(entity["status"]))
 
-    async def _has_counts(self, wave_id: str) -> bool:
-        """Whether the wave keeps counts and a work index (every wave scanned by this version does;
-        a wave written by an older one does not, and is counted by reading it)."""
-        if wave_id in self._counted:
+    async def _has_counts(self, partition: str) -> bool:
+        """Whether the partition keeps counts and a work index (every partition of a wave scanned by
+        this version does; a wave written by an older one does not, and is counted by reading it)."""
+        if partition in self._counted:
             return True
         try:
-            await self._clients[OUTCOMES].get_entity(wave_id, COUNTS_ROW, select=["RowKey"])
+            await self._clients[OUTCOMES].get_entity(partition, COUNTS_ROW, select=["RowKey"])
         except ResourceNotFoundError:
             return False
-        self._counted.add(wave_id)
+        self._counted.add(partition)
         return True
 
     async def index_outcomes(
         self, wave_id: str, counts: Mapping[OutcomeStatus, int] | None = None
     ) -> dict[OutcomeStatus, int]:
         """Start the wave's counts: `counts` as given if the scan vouches that it wrote every row of a
-        fresh partition with `put_outcomes`, else (or if the counts row exists already) a full pass
-        that makes the index and the counts match the rows. Only while no one else writes the wave's
-        outcomes (its scan)."""
+        fresh wave with `put_outcomes` (split over the shards as this ledger's `put_outcomes` wrote
+        them), else (or if a counts row exists already) a full pass over every partition that makes
+        the index and the counts match the rows. Only while no one else writes the wave's outcomes
+        (its scan)."""
         wave_id = check_key(wave_id, "wave id")
+        partitions = await self._partitions(wave_id)
+        scanned = self._scanned.pop(wave_id, None)
         if counts is not None:
-            try:
-                await self._clients[OUTCOMES].create_entity(counts_to_entity(wave_id, counts))
-                self._counted.add(wave_id)
-                return fold(counts, ())
-            except ResourceExistsError:
-                pass
-        return await self._reindex(wave_id)
+            given = fold(counts, ())
+            split: dict[str, dict[OutcomeStatus, int]] | None = None
+            if len(partitions) == 1:
+                split = {partitions[0]: given}
+            elif scanned is not None and fold(sum(scanned.values(), Counter()), ()) == given:
+                split = {p: fold(scanned.get(p, {}), ()) for p in partitions}
+            if split is not None:
+                client = self._clients[OUTCOMES]
+                created = await asyncio.gather(
+                    *(client.create_entity(counts_to_entity(p, c)) for p, c in split.items()), return_exceptions=True
+                )
+                failed = [r for r in created if isinstance(r, BaseException)]
+                if not failed:
+                    self._counted.update(partitions)
+                    return given
+                if not all(isinstance(r, ResourceExistsError) for r in failed):
+                    raise failed[0]
+        return await self._reindex(partitions)
 
-    async def _reindex(self, wave_id: str) -> dict[OutcomeStatus, int]:
+    async def _reindex(self, partitions: Sequence[str]) -> dict[OutcomeStatus, int]:
+        limit = asyncio.Semaphore(WRITE_CONCURRENCY)
+
+        async def one(partition: str) -> dict[OutcomeStatus, int]:
+            async with limit:
+                return await self._reindex_partition(partition)
+
+        totals = empty_counts()
+        for counts in await asyncio.gather(*(one(p) for p in partitions)):
+            for status, n in counts.items():
+                totals[status] += n
+        return totals
+
+    async def _reindex_partition(self, partition: str) -> dict[OutcomeStatus, int]:
         client = self._clients[OUTCOMES]
         counts = empty_counts()
         working: dict[str, OutcomeStatus] = {}
@@ -539,7 +644,7 @@ class Ledger(OwnsClients):
                 await client.submit_transaction(chunk)
 
         query = client.query_entities(
-            "PartitionKey eq @pk", parameters={"pk": wave_id}, results_per_page=PAGE_SIZE, select=[*INDEX_SELECT]
+            "PartitionKey eq @pk", parameters={"pk": partition}, results_per_page=PAGE_SIZE, select=[*INDEX_SELECT]
         )
         async for entity in query:
             row_key = str(entity["RowKey"])
@@ -552,31 +657,39 @@ class Ledger(OwnsClients):
             elif row_key.startswith(JOURNAL_PREFIX) or (
                 row_key.startswith(INDEX_PREFIX) and not _indexes_current(row_key, working)
             ):
-                pending.append(("delete", {"PartitionKey": wave_id, "RowKey": row_key}, {}))
+                pending.append(("delete", {"PartitionKey": partition, "RowKey": row_key}, {}))
             await flush(TRANSACTION_OPERATIONS)
         await flush(1)
-        await client.upsert_entity(counts_to_entity(wave_id, counts), mode=UpdateMode.REPLACE)
-        self._counted.add(wave_id)
+        await client.upsert_entity(counts_to_entity(partition, counts), mode=UpdateMode.REPLACE)
+        self._counted.add(partition)
         return counts
 
     async def count_outcomes(self, wave_id: str) -> dict[OutcomeStatus, int]:
-        """The wave's rows per status, exactly: its counts row plus the moves recorded since, which
-        are folded into it (one transaction per 99 moves, conditional on the counts row's ETag). A
-        wave without counts (written by an older version) is counted by reading every row."""
-        wave_id = check_key(wave_id, "wave id")
+        """The wave's rows per status, exactly: the sum over its partitions (read concurrently) of
+        each one's counts row plus the moves recorded since, which are folded into it (one
+        transaction per 99 moves, conditional on the counts row's ETag). A partition without counts
+        (a wave written by an older version) is counted by reading every row."""
+        partitions = await self._partitions(check_key(wave_id, "wave id"))
+        totals = empty_counts()
+        for counts in await asyncio.gather(*(self._count_partition(p) for p in partitions)):
+            for status, n in counts.items():
+                totals[status] += n
+        return totals
+
+    async def _count_partition(self, partition: str) -> dict[OutcomeStatus, int]:
         client = self._clients[OUTCOMES]
         for _ in range(3):
             try:
-                row = await client.get_entity(wave_id, COUNTS_ROW)
+                row = await client.get_entity(partition, COUNTS_ROW)
             except ResourceNotFoundError:
-                return await self._census(wave_id)
-            self._counted.add(wave_id)
+                return await self._census(partition)
+            self._counted.add(partition)
             low, high = JOURNAL_PREFIX, JOURNAL_PREFIX[:-1] + "}"
             journal = [
                 e
                 async for e in client.query_entities(
                     "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high",
-                    parameters={"pk": wave_id, "low": low, "high": high},
+                    parameters={"pk": partition, "low": low, "high": high},
                     results_per_page=PAGE_SIZE,
                 )
             ]
@@ -585,35 +698,38 @@ class Ledger(OwnsClients):
                 for start in range(0, len(journal), TRANSACTION_OPERATIONS - 1):
                     chunk = journal[start : start + TRANSACTION_OPERATIONS - 1]
                     counts = fold(counts, (move_from_entity(e) for e in chunk))
-                    etag = await self._fold(wave_id, counts, etag, chunk)
+                    etag = await self._fold(partition, counts, etag, chunk)
             except ConcurrencyConflict:
                 continue  # another tick folded some of them: read again
             return counts
-        raise ConcurrencyConflict(f"wave {wave_id}: its counts kept changing while being folded; the next tick retries")
+        raise ConcurrencyConflict(
+            f"partition {partition}: its counts kept changing while being folded; the next tick retries"
+        )
 
     async def _fold(
-        self, wave_id: str, counts: Mapping[OutcomeStatus, int], etag: str, moves: Sequence[TableEntity]
+        self, partition: str, counts: Mapping[OutcomeStatus, int], etag: str, moves: Sequence[TableEntity]
     ) -> str:
         ops: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
             (
                 "update",
-                counts_to_entity(wave_id, counts),
+                counts_to_entity(partition, counts),
                 {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified},
             )
         ]
-        ops += [("delete", {"PartitionKey": wave_id, "RowKey": str(e["RowKey"])}, {}) for e in moves]
+        ops += [("delete", {"PartitionKey": partition, "RowKey": str(e["RowKey"])}, {}) for e in moves]
         try:
             done = await self._clients[OUTCOMES].submit_transaction(ops)
         except TableTransactionError as exc:
             if exc.status_code in (404, 412):
-                raise ConcurrencyConflict(f"wave {wave_id}: counts changed while folding") from None
+                raise ConcurrencyConflict(f"partition {partition}: counts changed while folding") from None
             raise
         return str(done[0]["etag"])
 
-    async def _census(self, wave_id: str) -> dict[OutcomeStatus, int]:
+    async def _census(self, partition: str) -> dict[OutcomeStatus, int]:
         counts = empty_counts()
-        async for row in self.iter_outcomes(wave_id, fields=("status",)):
-            counts[row.status] += 1
+        clauses, params = ["PartitionKey eq @pk", "RowKey lt @end"], {"pk": partition, "end": LEDGER_ROWS}
+        async for entity in self._query(OUTCOMES, clauses, params, None, ["status"]):
+            counts[OutcomeStatus(str(entity["status"]))] += 1
         return counts
 
     async def iter_work(
@@ -625,33 +741,87 @@ class Ledger(OwnsClients):
         limit: int | None = None,
         stale_before: datetime | None = None,
     ) -> AsyncIterator[Outcome]:
-        """Rows in a work status, in RowKey order after `after_key`, optionally only those unchanged
+        """Rows in a work status, in key order after `after_key`, optionally only those unchanged
         since `stale_before`, in brief (keys, status, relied_on, times): from the index, so the
-        cost is the rows returned, not the wave. Without counts (an older wave) from the rows."""
+        cost is the rows returned, not the wave (merged across the wave's partitions). Without
+        counts (an older wave) from the rows."""
         wave_id = check_key(wave_id, "wave id")
         if status not in WORK_STATUSES:
             raise ValueError(f"{status} is not a work status")
-        params: dict[str, Any] = {"pk": wave_id}
-        clauses = ["PartitionKey eq @pk"]
-        if stale_before is not None:
-            params["stale"] = _utc(stale_before, "stale_before")
-            clauses.append("updated_at lt @stale")
-        if await self._has_counts(wave_id):
-            low, high = index_range(status)
-            params |= {"low": low + after_key, "high": high}
-            clauses += ["RowKey gt @low", "RowKey lt @high"]
-        else:
-            params |= {"low": after_key, "end": LEDGER_ROWS, "status": status.value}
-            clauses += ["RowKey gt @low", "RowKey lt @end", "status eq @status"]
-        async for entity in self._query(OUTCOMES, clauses, params, limit, [*INDEX_SELECT]):
-            yield outcome_from_entity(entity)
+        sources = []
+        for partition in await self._partitions(wave_id):
+            params: dict[str, Any] = {"pk": partition}
+            clauses = ["PartitionKey eq @pk"]
+            if stale_before is not None:
+                params["stale"] = _utc(stale_before, "stale_before")
+                clauses.append("updated_at lt @stale")
+            if await self._has_counts(partition):
+                low, high = index_range(status)
+                params |= {"low": low + after_key, "high": high}
+                clauses += ["RowKey gt @low", "RowKey lt @high"]
+            else:
+                params |= {"low": after_key, "end": LEDGER_ROWS, "status": status.value}
+                clauses += ["RowKey gt @low", "RowKey lt @end", "status eq @status"]
+            sources.append((clauses, params))
+        async for entity in self._merged(sources, limit, [*INDEX_SELECT], by_key=True):
+            yield outcome_from_entity(entity, wave_id)
 
-    async def _query(
-        self, table: str, clauses: list[str], params: dict[str, Any], limit: int | None, select: list[str] | None
+    async def _merged(
+        self,
+        sources: Sequence[tuple[list[str], dict[str, Any]]],
+        limit: int | None,
+        select: list[str] | None,
+        *,
+        by_key: bool = False,
     ) -> AsyncIterator[TableEntity]:
+        """The Outcomes rows the (clauses, parameters) queries find, each in RowKey order, merged
+        into one stream in order of the outcome key (`by_key`: of index rows, the key after
+        `~w|<status>|`) and cut at `limit`. Each query reads one page at a time, sized so a small
+        `limit` does not read a page per partition it will not use."""
         if limit is not None and limit <= 0:
             return
-        page = PAGE_SIZE if limit is None else min(limit, PAGE_SIZE)
+        if len(sources) == 1:
+            async for entity in self._query(OUTCOMES, sources[0][0], sources[0][1], limit, select):
+                yield entity
+            return
+        page = None if limit is None else min(PAGE_SIZE, limit, max(10, 2 * -(-limit // len(sources))))
+        streams = [self._query(OUTCOMES, clauses, params, limit, select, page) for clauses, params in sources]
+
+        def order(entity: TableEntity) -> str:
+            row_key = str(entity["RowKey"])
+            return row_key.split("|", 2)[2] if by_key and row_key.startswith(INDEX_PREFIX) else row_key
+
+        try:
+            heads = await asyncio.gather(*(anext(s, None) for s in streams))
+            heap = [(order(e), n, e) for n, e in enumerate(heads) if e is not None]
+            heapq.heapify(heap)
+            count = 0
+            while heap and (limit is None or count < limit):
+                _, n, entity = heap[0]
+                yield entity
+                count += 1
+                following = await anext(streams[n], None)
+                if following is None:
+                    heapq.heappop(heap)
+                else:
+                    heapq.heapreplace(heap, (order(following), n, following))
+        finally:
+            for stream in streams:
+                await stream.aclose()
+
+    async def _query(
+        self,
+        table: str,
+        clauses: list[str],
+        params: dict[str, Any],
+        limit: int | None,
+        select: list[str] | None,
+        page: int | None = None,
+    ) -> AsyncGenerator[TableEntity, None]:
+        if limit is not None and limit <= 0:
+            return
+        if page is None:
+            page = PAGE_SIZE if limit is None else min(limit, PAGE_SIZE)
         count = 0
         query = self._clients[table].query_entities(
             " and ".join(clauses), parameters=params, results_per_page=page, select=select
@@ -671,11 +841,13 @@ class Ledger(OwnsClients):
         limit: int | None = None,
         fields: Collection[str] | None = None,
     ) -> AsyncIterator[Outcome]:
-        """Streams page by page (1,000 rows at most in memory), in RowKey order. `fields` names the
-        Outcome fields to read (the others keep their defaults): a tick that only counts statuses
-        reads and parses a fraction of each row. The index, journal and counts rows of the
-        partition are never returned (their RowKeys start at "~")."""
-        params: dict[str, Any] = {"pk": check_key(wave_id, "wave id"), "end": LEDGER_ROWS}
+        """Streams page by page (1,000 rows at most in memory per partition), in RowKey order
+        (merged across the wave's partitions). `fields` names the Outcome fields to read (the others
+        keep their defaults): a tick that only counts statuses reads and parses a fraction of each
+        row. The index, journal and counts rows of a partition are never returned (their RowKeys
+        start at "~")."""
+        wave_id = check_key(wave_id, "wave id")
+        params: dict[str, Any] = {"end": LEDGER_ROWS}
         clauses = ["PartitionKey eq @pk", "RowKey lt @end"]
         if after_key:
             params["after"] = after_key
@@ -686,8 +858,9 @@ class Ledger(OwnsClients):
                 return
             clauses.append(_or_equals("status", wanted, "s", params))
         select = None if fields is None else sorted({"PartitionKey", "RowKey", "status", *fields} - {"wave_id"})
-        async for entity in self._query(OUTCOMES, clauses, params, limit, select):
-            yield outcome_from_entity(entity)
+        sources = [(clauses, params | {"pk": p}) for p in await self._partitions(wave_id)]
+        async for entity in self._merged(sources, limit, select):
+            yield outcome_from_entity(entity, wave_id)
 
     # Control -------------------------------------------------------------------------------------
 
