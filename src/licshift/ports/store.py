@@ -46,19 +46,23 @@ class LedgerStore(Protocol):
 
     async def list_waves(self) -> list[Wave]: ...
 
-    # Outcomes: PartitionKey wave_id, RowKey outcome_key(user_id, sku_id). Beside them in the same
-    # partition (RowKeys from "~" on, never returned by iter_outcomes): the wave's counts row, a
-    # journal of status moves not folded into it yet, and an index row per row in a work status.
+    # Outcomes: RowKey outcome_key(user_id, sku_id), PartitionKey one of the wave's shard partitions
+    # (a hash of the key; a wave written before shards: the wave id). Beside them in each partition
+    # (RowKeys from "~" on, never returned by iter_outcomes): the partition's counts row, a journal of
+    # status moves not folded into it yet, and an index row per row in a work status. Callers see
+    # one wave: the methods below group, sum and merge (in key order) over its partitions.
     async def put_outcomes(self, outcomes: Sequence[Outcome]) -> None:
         """Upsert the scan's rows in transactions of at most 100, one partition each, with the index
-        rows of those in a work status. Only before `index_outcomes` (an upsert records no move)."""
+        rows of those in a work status. Only before `index_outcomes` (an upsert records no move).
+        The first write of a wave decides how many partitions hold its rows."""
         ...
 
     async def index_outcomes(
         self, wave_id: str, counts: Mapping[OutcomeStatus, int] | None = None
     ) -> dict[OutcomeStatus, int]:
         """Start the wave's counts once its scan wrote its rows: `counts` as given when the scan wrote
-        every row of an empty partition, else counted (and the index repaired) in one full pass."""
+        every row of an empty wave (split by partition as this ledger wrote them), else counted (and
+        the index repaired) in one full pass over every partition."""
         ...
 
     async def get_outcome(self, wave_id: str, user_id: str, sku_id: str) -> Versioned[Outcome] | None: ...
@@ -67,7 +71,7 @@ class LedgerStore(Protocol):
         self, wave_id: str, keys: Collection[str], status: OutcomeStatus
     ) -> dict[str, Versioned[Outcome]]:
         """The rows named by `keys` (outcome keys) still in `status`, by key, with their ETags, in
-        one query over the range of the keys."""
+        one query per partition over the range of its keys."""
         ...
 
     async def save_outcome(self, outcome: Outcome, etag: str | None) -> str:
