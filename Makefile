@@ -71,6 +71,7 @@ bench: setup
 	$(BIN)/python bench/report_bench.py
 	$(BIN)/python bench/tick_bench.py
 	$(BIN)/python bench/table_trips_bench.py
+	$(BIN)/python bench/ledger_partition_bench.py
 
 # Long runs against Graph's real quota, the whole pipeline: 12 minutes and more. Run them in the
 # background. SCALE=2 runs Graph's clock (and licshift's model of it) at half speed, for a host too

@@ -1,9 +1,9 @@
 """A scan's plan rows written into one partition per wave (versions before shards) and into 16
 shard partitions (this version), through the ledger as the scan writes them: `put_outcomes` of 100
-rows at a time (the scheduler's SCAN_BATCH), 80 % of them `planned` (each with its index row), then
-`index_outcomes`, then what a tick and a remover read of the full wave.
+rows at a time (the scheduler's SCAN_BATCH; `--batch` to try others), 80 % of them `planned` (each
+with its index row), then `index_outcomes`, then what a tick and a remover read of the full wave.
 
-  .venv/bin/python bench/ledger_partition_bench.py [--rows 30000] [--layouts 1,16]
+  .venv/bin/python bench/ledger_partition_bench.py [--rows 30000] [--layouts 1,16] [--batch 100]
 
 Each layout gets its own in-memory Azurite (Azurite slows as it holds more rows overall, so sharing
 one would favour whichever goes first). Per layout: plan rows written per second over each 5,000
@@ -54,7 +54,7 @@ def plan_row(wave_id: str, n: int, now: datetime) -> Outcome:
     )
 
 
-async def one_layout(shards: int, rows: int) -> dict[str, Any]:
+async def one_layout(shards: int, rows: int, batch: int) -> dict[str, Any]:
     azurite = Azurite.start(in_memory=True)
     ledger = Ledger(azurite.connection_string, prefix=f"b{uuid.uuid4().hex[:10]}", outcome_shards=shards)
     try:
@@ -63,9 +63,9 @@ async def one_layout(shards: int, rows: int) -> dict[str, Any]:
         plan = [plan_row(wave_id, n, now) for n in range(rows)]
         windows: list[dict[str, Any]] = []
         started = last = time.perf_counter()
-        for start in range(0, rows, SCAN_BATCH):
-            await ledger.put_outcomes(plan[start : start + SCAN_BATCH])
-            done = start + SCAN_BATCH
+        for start in range(0, rows, batch):
+            await ledger.put_outcomes(plan[start : start + batch])
+            done = start + batch
             if done % WINDOW == 0:
                 now_s = time.perf_counter()
                 windows.append({"rows": done, "rows_per_s": round(WINDOW / (now_s - last))})
@@ -120,14 +120,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=30_000)
     parser.add_argument("--layouts", default="1,16", help="shard counts to compare (1 = one partition)")
+    parser.add_argument("--batch", type=int, default=SCAN_BATCH, help="rows per put_outcomes (the scan's batch)")
     parser.add_argument("--out", type=Path, default=RESULTS / "ledger_partition.json")
     args = parser.parse_args()
-    results = [asyncio.run(one_layout(int(s), args.rows)) for s in args.layouts.split(",")]
+    if WINDOW % args.batch:
+        parser.error(f"--batch must divide {WINDOW}")
+    results = [asyncio.run(one_layout(int(s), args.rows, args.batch)) for s in args.layouts.split(",")]
     record = {
         "benchmark": "ledger_partition",
         "machine": {"python": platform.python_version(), "cpus": len(os.sched_getaffinity(0))},
         "measured_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "scan_batch": SCAN_BATCH,
+        "scan_batch": args.batch,
         "layouts": results,
         "rows_per_s_in_window_ending_at": {
             str(r["shards"]): {str(n): at(r, n) for n in (WINDOW, 10_000, 30_000, 100_000) if at(r, n)} for r in results
