@@ -356,20 +356,20 @@ class Ledger(OwnsClients):
         known = self._layouts.get(wave_id)
         if known is not None:
             return known
-        client = self._clients[OUTCOMES]
         while True:
-            try:
-                shards = shards_from_entity(await client.get_entity(wave_id, SHARDS_ROW))
-                break
-            except ResourceNotFoundError:
-                pass
-            if [e async for e in self._query(OUTCOMES, ["PartitionKey eq @pk"], {"pk": wave_id}, 1, ["RowKey"])]:
-                shards = 1  # rows (or a counts row) in the wave's own partition: written before shards
+            # One read decides: partition `<wave id>` holds either the shards row alone or rows of a
+            # wave written before shards (which sort before "~s"), so its first row says which.
+            first = [
+                e
+                async for e in self._query(OUTCOMES, ["PartitionKey eq @pk"], {"pk": wave_id}, 1, ["RowKey", "shards"])
+            ]
+            if first:
+                shards = shards_from_entity(first[0]) if first[0]["RowKey"] == SHARDS_ROW else 1
                 break
             if not writing or self._outcome_shards == 1:
                 return 1  # nothing written yet: not decided, so not remembered
             try:
-                await client.create_entity(shards_to_entity(wave_id, self._outcome_shards))
+                await self._clients[OUTCOMES].create_entity(shards_to_entity(wave_id, self._outcome_shards))
             except ResourceExistsError:
                 continue  # another writer decided first: read what it recorded
             shards = self._outcome_shards
