@@ -335,11 +335,24 @@ async def removing_wave(ledger: Ledger, now: datetime, *, indexed: bool) -> Wave
     ids=["indexed-shards", "indexed-one-partition", "older-wave"],
 )
 async def test_a_tick_enqueues_by_index_resends_stuck_rows_and_counts_exactly(
-    ledger: Ledger, work_queue: HostQueues, indexed: bool
+    ledger: Ledger, work_queue: HostQueues, indexed: bool, storage_connection_string: str
 ) -> None:
+    """The wave is written by `ledger` and ticked by another process of this version (set to shards,
+    whatever layout the wave has)."""
     clock = [datetime(2026, 3, 1, 12, 0, tzinfo=UTC)]
     settings = Settings(tick_seconds=60, removals_queue=work_queue.removals_queue, waves_queue=work_queue.waves_queue)
-    rt = Runtime(settings, ProcessedGroup(), ledger, work_queue, clock=lambda: clock[0])  # type: ignore[arg-type]
+    ticker = Ledger(storage_connection_string, prefix=ledger.prefix)
+    rt = Runtime(settings, ProcessedGroup(), ticker, work_queue, clock=lambda: clock[0])  # type: ignore[arg-type]
+    try:
+        await _tick_and_check(rt, ledger, work_queue, clock, indexed=indexed)
+    finally:
+        await ticker.aclose()
+
+
+async def _tick_and_check(
+    rt: Runtime, ledger: Ledger, work_queue: HostQueues, clock: list[datetime], *, indexed: bool
+) -> None:
+    settings = rt.settings
     wave = await removing_wave(ledger, clock[0], indexed=indexed)
 
     report = await scheduler.tick(rt)
