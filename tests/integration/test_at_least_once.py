@@ -8,6 +8,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import pytest
+
 from licshift.ports.store import LedgerStore
 from licshift.rules.messages import KillSwitch, Task, TaskKind, encode_task
 from licshift.rules.outcomes import Outcome, OutcomeStatus
@@ -123,32 +125,38 @@ async def test_a_removal_another_delivery_is_making_is_not_sent_twice(open_stack
     assert graph_losses(sim) == []
 
 
-class StallAfterMark:
+class ChangedAfterMark:
     """The ledger as the remover sees it, except that right after it saves its REMOVING marker the
-    delivery stalls past the owner window (the clock jumps) and another delivery takes the row over."""
+    row changes under it: the delivery stalls past the owner window (the clock jumps) and another
+    delivery takes the row over, or a duplicate delivery throttled on its fresh read records Graph's
+    Retry-After on the row (at once, inside the owner window)."""
 
-    def __init__(self, ledger: LedgerStore, clock: list[datetime]) -> None:
+    def __init__(self, ledger: LedgerStore, clock: list[datetime], how: str) -> None:
         self._ledger = ledger
         self._clock = clock
-        self.took_over = False
+        self._how = how
+        self.changed = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ledger, name)
 
     async def save_outcome(self, outcome: Outcome, etag: str | None) -> str:
         saved = await self._ledger.save_outcome(outcome, etag)
-        if outcome.status is not OutcomeStatus.REMOVING or self.took_over:
+        if outcome.status is not OutcomeStatus.REMOVING or self.changed:
             return saved
-        self.took_over = True
-        self._clock[0] += timedelta(seconds=remover.OWNER_SECONDS + 1)
-        await self._ledger.save_outcome(
-            replace(outcome, attempts=outcome.attempts + 1, updated_at=self._clock[0]), saved
-        )
-        return saved  # the stalled delivery still holds the ETag of its own marker
+        self.changed = True
+        if self._how == "stalled":
+            self._clock[0] += timedelta(seconds=remover.OWNER_SECONDS + 1)
+            other = replace(outcome, attempts=outcome.attempts + 1, updated_at=self._clock[0])
+        else:
+            other = replace(outcome, not_before=self._clock[0] + timedelta(seconds=30))
+        await self._ledger.save_outcome(other, saved)
+        return saved  # the marking delivery still holds the ETag of its own marker
 
 
-async def test_a_delivery_that_stalled_after_marking_leaves_the_removal_to_the_one_that_took_over(
-    open_stack: OpenStack,
+@pytest.mark.parametrize("how", ["stalled", "promised"])
+async def test_a_delivery_whose_marked_row_changed_before_its_write_does_not_write(
+    open_stack: OpenStack, how: str
 ) -> None:
     async with simulator(small_tenant(1)) as sim, open_stack(sim) as stack:
         group = sim.scenario.id("all")
@@ -158,10 +166,10 @@ async def test_a_delivery_that_stalled_after_marking_leaves_the_removal_to_the_o
         await intake.set_kill_switch(stack.rt, KillSwitch(on=False, requested_by="tests"))
         (row,) = await stack.outcomes(wave_id)
         clock = [datetime.now(UTC)]
-        ledger = StallAfterMark(stack.rt.ledger, clock)
+        ledger = ChangedAfterMark(stack.rt.ledger, clock, how)
         rt = replace(stack.rt, ledger=cast(LedgerStore, ledger), clock=lambda: clock[0])
         result = await remover.run_task(rt, Task(TaskKind.REMOVE, wave_id, row.user_id, row.sku_id))
 
-    assert ledger.took_over
-    assert result == "busy", "the row changed hands while this delivery stalled: it must not write"
+    assert ledger.changed
+    assert result == "busy", "the row changed after this delivery marked it: it must not write"
     assert sim.counters.writes == 0

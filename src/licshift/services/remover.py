@@ -247,29 +247,10 @@ async def remove(rt: Runtime, task: Task) -> str:
         return await _not_removed(rt, row, etag, sku, decision, fresh, wave.group_id)
     assert isinstance(decision, Remove)
     marked = _marked(row, decision, fresh, sku)
-    marked_at = rt.now()
     marked_etag = await _save(rt, marked, etag)
     if marked_etag is None:
         return "busy"
-    return await _remove_marked(rt, task, marked, _Mark(marked_etag, marked_at), sku, row.attempts)
-
-
-@dataclass(frozen=True, slots=True)
-class _Mark:
-    """The REMOVING marker this delivery saved: its ETag and when it was saved."""
-
-    etag: str
-    at: datetime
-
-
-async def _still_mine(rt: Runtime, task: Task, mark: _Mark) -> bool:
-    """Whether the row is still at this delivery's marker. Within the first half of the owner window
-    no other delivery may take a REMOVING row over (`_owner_holds`; half leaves room for clock skew
-    between instances), so the answer is known without a read; after it, the row is read."""
-    if (rt.now() - mark.at).total_seconds() < OWNER_SECONDS / 2:
-        return True
-    mine = await rt.ledger.get_outcome(task.wave_id, task.user_id, task.sku_id)
-    return mine is not None and mine.etag == mark.etag
+    return await _remove_marked(rt, task, marked, marked_etag, sku, row.attempts)
 
 
 def _marked(row: Outcome, decision: Remove, fresh: UserLicenses, sku: Sku) -> Outcome:
@@ -291,15 +272,17 @@ def _marked(row: Outcome, decision: Remove, fresh: UserLicenses, sku: Sku) -> Ou
     )
 
 
-async def _remove_marked(rt: Runtime, task: Task, marked: Outcome, mark: _Mark, sku: Sku, attempts: int) -> str:
-    """The write, for a row this delivery marked REMOVING (`mark`): the stop rules once more right
+async def _remove_marked(rt: Runtime, task: Task, marked: Outcome, etag: str, sku: Sku, attempts: int) -> str:
+    """The write, for a row this delivery marked REMOVING (at `etag`): the stop rules once more right
     before it (S5), assignLicense, then the post-check on a fresh read (S3)."""
-    # The wave and the kill switch again, and that no other delivery of this task took the row over
-    # since we marked it (it would be about to write too).
-    (wave, kill_switch), mine = await asyncio.gather(_state(rt, task), _still_mine(rt, task, mark))
-    if not mine:
+    # The wave and the kill switch again, and that the row is still at our marker: no other delivery
+    # took it over (it would be about to write too), and none recorded Graph's Retry-After on it
+    # (`_promise`: a duplicate delivery throttled on its fresh read, inside our owner window).
+    (wave, kill_switch), mine = await asyncio.gather(
+        _state(rt, task), rt.ledger.get_outcome(task.wave_id, task.user_id, task.sku_id)
+    )
+    if mine is None or mine.etag != etag:
         return "busy"
-    etag = mark.etag
     stop = _stop(wave, kill_switch)
     if stop is not None:
         await _settle(rt, replace(marked, attempts=attempts), etag, stop)
