@@ -13,10 +13,10 @@ import heapq
 import json
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.credentials_async import AsyncTokenCredential
@@ -178,6 +178,29 @@ def _change_chunks(rows: Sequence[_RowChange]) -> list[list[_RowChange]]:
     return chunks
 
 
+_T = TypeVar("_T")
+
+
+async def _bounded(calls: Iterable[Awaitable[_T]]) -> list[_T]:
+    """Await `calls` with at most WRITE_CONCURRENCY of them in flight, results in their order."""
+    gate = asyncio.Semaphore(WRITE_CONCURRENCY)
+
+    async def one(call: Awaitable[_T]) -> _T:
+        async with gate:
+            return await call
+
+    return list(await asyncio.gather(*(one(c) for c in calls)))
+
+
+def _summed(parts: Iterable[Mapping[OutcomeStatus, int]]) -> dict[OutcomeStatus, int]:
+    """A wave's counts from its partitions' counts."""
+    totals = empty_counts()
+    for counts in parts:
+        for status, n in counts.items():
+            totals[status] += n
+    return totals
+
+
 class _StatusMemo:
     """The status of the rows this ledger read or wrote, by (wave, key, ETag): an ETag names one
     version of a row, so an entry is a fact that never goes stale. Bounded (oldest dropped first);
@@ -316,13 +339,7 @@ class Ledger(OwnsClients):
     async def _write_users(self, wave_id: str, rows: UsersRows | None) -> None:
         if rows is None or (wave_id, rows.digest) in self._users_written:
             return
-        limit = asyncio.Semaphore(WRITE_CONCURRENCY)
-
-        async def put(row: dict[str, Any]) -> None:
-            async with limit:
-                await self._clients[WAVES].upsert_entity(row, mode=UpdateMode.REPLACE)
-
-        await asyncio.gather(*(put(row) for row in rows.rows))
+        await _bounded(self._clients[WAVES].upsert_entity(row, mode=UpdateMode.REPLACE) for row in rows.rows)
         self._users_written.add((wave_id, rows.digest))
 
     async def _decode_wave(self, entity: TableEntity) -> Wave:
@@ -398,14 +415,11 @@ class Ledger(OwnsClients):
                 scanned.setdefault(str(entity["PartitionKey"]), Counter())[outcome.status] += 1
             if outcome.status in WORK_STATUSES:
                 entities.append(index_entity(entity))
-        limit = asyncio.Semaphore(WRITE_CONCURRENCY)
         client = self._clients[OUTCOMES]
-
-        async def submit(chunk: list[dict[str, Any]]) -> None:
-            async with limit:
-                await client.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in chunk])
-
-        await asyncio.gather(*(submit(chunk) for chunk in transaction_chunks(entities)))
+        await _bounded(
+            client.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in chunk])
+            for chunk in transaction_chunks(entities)
+        )
 
     async def get_outcome(self, wave_id: str, user_id: str, sku_id: str) -> Versioned[Outcome] | None:
         key = check_key(outcome_key(user_id, sku_id), "outcome key")
@@ -518,14 +532,8 @@ class Ledger(OwnsClients):
                     before = await self._status_at(wave_id, partition, outcome.key, etag, what)
                     rows.append(_RowChange(outcome, etag, _row_operations(entity, before, etag)))
             chunks += _change_chunks(rows)
-        limit = asyncio.Semaphore(WRITE_CONCURRENCY)
-
-        async def submit(chunk: list[_RowChange]) -> dict[str, str]:
-            async with limit:
-                return await self._save_chunk(wave_id, chunk)
-
         saved = await self._save_each(plain)
-        for done in await asyncio.gather(*(submit(chunk) for chunk in chunks)):
+        for done in await _bounded(self._save_chunk(wave_id, chunk) for chunk in chunks):
             saved |= done
         return saved
 
@@ -619,17 +627,7 @@ class Ledger(OwnsClients):
         return await self._reindex(partitions)
 
     async def _reindex(self, partitions: Sequence[str]) -> dict[OutcomeStatus, int]:
-        limit = asyncio.Semaphore(WRITE_CONCURRENCY)
-
-        async def one(partition: str) -> dict[OutcomeStatus, int]:
-            async with limit:
-                return await self._reindex_partition(partition)
-
-        totals = empty_counts()
-        for counts in await asyncio.gather(*(one(p) for p in partitions)):
-            for status, n in counts.items():
-                totals[status] += n
-        return totals
+        return _summed(await _bounded(self._reindex_partition(p) for p in partitions))
 
     async def _reindex_partition(self, partition: str) -> dict[OutcomeStatus, int]:
         client = self._clients[OUTCOMES]
@@ -670,11 +668,7 @@ class Ledger(OwnsClients):
         transaction per 99 moves, conditional on the counts row's ETag). A partition without counts
         (a wave written by an older version) is counted by reading every row."""
         partitions = await self._partitions(check_key(wave_id, "wave id"))
-        totals = empty_counts()
-        for counts in await asyncio.gather(*(self._count_partition(p) for p in partitions)):
-            for status, n in counts.items():
-                totals[status] += n
-        return totals
+        return _summed(await asyncio.gather(*(self._count_partition(p) for p in partitions)))
 
     async def _count_partition(self, partition: str) -> dict[OutcomeStatus, int]:
         client = self._clients[OUTCOMES]
